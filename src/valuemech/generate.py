@@ -1,0 +1,161 @@
+"""Batched, resumable response generation in the intrinsic and prompted conditions.
+
+Every response is a *job* with a stable id (``<query_id>/intrinsic/<k>`` or
+``<query_id>/prompted/<value>/<k>``). Jobs are sorted by prompt length and cut into fixed
+batches from the full plan; each batch samples under its own seed derived from the run seed
+and its first job id. A resumed run therefore regenerates an unfinished batch exactly as the
+uninterrupted run would have, and appends only the responses still missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from tqdm.auto import tqdm
+
+from valuemech.config import GenerationConfig
+from valuemech.data.queries import Query
+from valuemech.io import append_jsonl, read_jsonl, repair_jsonl
+from valuemech.models.loading import LoadedModel
+from valuemech.values import VALUES
+
+
+@dataclass
+class Job:
+    """One response to generate."""
+
+    id: str
+    query_id: str
+    condition: str  # "intrinsic" | "prompted"
+    prompted_value: str | None
+    system_prompt: str | None  # the value template (prompted) or None (template default)
+    template_index: int | None
+    query: str
+    sample: int
+    lang: str
+
+
+def stable_seed(*parts: object) -> int:
+    """A 63-bit seed from a sha256 of the parts (stable across processes and Python versions)."""
+    digest = hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def plan_jobs(queries: list[Query], templates: dict[str, list[str]], cfg: GenerationConfig,
+              seed: int) -> list[Job]:
+    """All responses of a run: k intrinsic samples per query, then the prompted ones.
+
+    ``prompted_mode="random"`` draws the value per (query, sample) from a seeded generator, as
+    in the paper; ``"all"`` prompts every value for every query. The template is drawn per job.
+    """
+    values = list(cfg.values or VALUES)
+    jobs: list[Job] = []
+    for q in queries:
+        for k in range(cfg.intrinsic_samples):
+            jobs.append(Job(f"{q.id}/intrinsic/{k}", q.id, "intrinsic", None, None, None, q.text, k, q.lang))
+        for k in range(cfg.prompted_samples):
+            if cfg.prompted_mode == "all":
+                chosen = values
+            else:
+                chosen = [random.Random(stable_seed(seed, "value", q.id, k)).choice(values)]
+            for value in chosen:
+                pool = templates[value]
+                t = random.Random(stable_seed(seed, "template", q.id, value, k)).randrange(len(pool))
+                jobs.append(Job(f"{q.id}/prompted/{value}/{k}", q.id, "prompted", value, pool[t], t,
+                                q.text, k, q.lang))
+    return jobs
+
+
+def _batches(jobs: list[Job], lengths: dict[str, int], batch_size: int) -> Iterator[list[Job]]:
+    order = sorted(jobs, key=lambda j: (lengths[j.id], j.id))
+    for i in range(0, len(order), batch_size):
+        yield order[i: i + batch_size]
+
+
+def left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad id lists into ``input_ids`` and ``attention_mask`` of shape ``[b, t]``."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        if s:
+            ids[i, width - len(s):] = torch.tensor(s, dtype=torch.long)
+            mask[i, width - len(s):] = 1
+    return ids, mask
+
+
+def cut_at_eos(ids: list[int], eos_ids: list[int]) -> tuple[list[int], str]:
+    """Cut generated ids at the first end-of-sequence id; return ids and finish reason."""
+    for i, t in enumerate(ids):
+        if t in eos_ids:
+            return ids[:i], "eos"
+    return ids, "length"
+
+
+@torch.no_grad()
+def sample_batch(lm: LoadedModel, prompts: list[list[int]], cfg: GenerationConfig,
+                 seed: int) -> list[tuple[list[int], str]]:
+    """Sample continuations for left-padded prompts under one seed; ids cut at the first EOS."""
+    ids, mask = left_pad(prompts, lm.tokenizer.pad_token_id)
+    ids, mask = ids.to(lm.device), mask.to(lm.device)
+    torch.manual_seed(seed)
+    do_sample = cfg.temperature > 0
+    kwargs = dict(do_sample=do_sample, max_new_tokens=cfg.max_new_tokens,
+                  pad_token_id=lm.tokenizer.pad_token_id, eos_token_id=lm.eos_ids)
+    if do_sample:
+        kwargs.update(temperature=cfg.temperature, top_p=cfg.top_p, top_k=0)
+    else:
+        kwargs.update(temperature=None, top_p=None, top_k=None)
+    out = lm.model.generate(input_ids=ids, attention_mask=mask, **kwargs)
+    gen = out[:, ids.shape[1]:].tolist()
+    return [cut_at_eos(row, lm.eos_ids) for row in gen]
+
+
+def generate_responses(lm: LoadedModel, jobs: list[Job], cfg: GenerationConfig, seed: int,
+                       out_path: Path, progress: bool = True, extra: dict | None = None) -> int:
+    """Generate every job not yet in ``out_path`` (JSONL), appending batch by batch; return count written.
+
+    ``extra`` fields (e.g. the model's weights hash) are added to every record.
+    """
+    out_path = Path(out_path)
+    repair_jsonl(out_path)
+    done = {r["id"] for r in read_jsonl(out_path)}
+    todo = [j for j in jobs if j.id not in done]
+    if not todo:
+        return 0
+    prompts = {j.id: lm.prompt_ids(j.query, j.system_prompt) for j in jobs}
+    lengths = {k: len(v) for k, v in prompts.items()}
+    written = 0
+    bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="generate", unit="resp",
+               disable=not progress)
+    for batch in _batches(jobs, lengths, cfg.batch_size):
+        missing = [j for j in batch if j.id not in done]
+        if not missing:
+            continue
+        results = sample_batch(lm, [prompts[j.id] for j in batch], cfg, stable_seed(seed, "batch", batch[0].id))
+        records = []
+        for job, (resp_ids, finish) in zip(batch, results):
+            if job.id in done:
+                continue
+            rec = asdict(job)
+            if job.condition == "intrinsic":
+                rec["system_prompt"] = lm.default_system_prompt
+                rec["system_prompt_source"] = "template_default" if lm.default_system_prompt else None
+            else:
+                rec["system_prompt_source"] = "value_template"
+            rec["response"] = lm.tokenizer.decode(resp_ids, skip_special_tokens=True)
+            rec["finish_reason"] = finish
+            rec["prompt_token_ids"] = prompts[job.id]
+            rec["response_token_ids"] = resp_ids
+            rec.update(extra or {})
+            records.append(rec)
+        append_jsonl(out_path, records)
+        written += len(records)
+        bar.update(len(records))
+    bar.close()
+    return written

@@ -1,0 +1,221 @@
+"""Hook context managers: read residuals and neurons, add vectors, scale neurons.
+
+Conventions (the field's classic off-by-one, stated once):
+- "residual after block l" is the output of decoder block ``l`` (0-based), which equals
+  ``output_hidden_states[l + 1]`` for every block except the last (transformers applies the
+  final norm to the last entry).
+- "neurons of block l" are the input to block l's MLP ``down_proj`` (act(gate) * up for SwiGLU);
+  neuron i writes ``act_i * down_proj.weight[:, i]`` into the residual stream.
+
+Every context manager removes what it registered on exit, also on error. They work inside
+``model.generate`` with the KV cache and with left-padded batches: positions ``"prompt"`` are
+the tokens of the prefill pass, ``"generated"`` the tokens fed back while decoding.
+"""
+
+from __future__ import annotations
+
+from contextlib import ExitStack, contextmanager
+from typing import Callable, Iterator, Literal, Mapping, Sequence, Union
+
+import torch
+from torch import nn
+
+from valuemech.errors import ValuemechError
+from valuemech.models.arch import ModelArch
+
+Positions = Union[Literal["all", "prompt", "generated"], torch.Tensor]
+
+
+def _arch(obj) -> ModelArch:
+    return obj if isinstance(obj, ModelArch) else obj.arch
+
+
+def _hidden(output) -> torch.Tensor:
+    return output[0] if isinstance(output, tuple) else output
+
+
+def _replace_hidden(output, hidden: torch.Tensor):
+    if isinstance(output, tuple):
+        return (hidden, *output[1:])
+    return hidden
+
+
+def _module_device(module: nn.Module) -> torch.device:
+    for p in module.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+@contextmanager
+def _registered(handles: list) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@contextmanager
+def residual_callback(model, layers: Sequence[int],
+                      fn: Callable[[int, torch.Tensor], None]) -> Iterator[None]:
+    """Call ``fn(layer, hidden[b, t, d])`` with each chosen block's output on every forward."""
+    arch = _arch(model)
+    handles = []
+    for layer in layers:
+        layer = arch.check_layer(layer)
+
+        def hook(_mod, _inp, out, layer=layer):
+            fn(layer, _hidden(out))
+
+        handles.append(arch.layers[layer].register_forward_hook(hook))
+    with _registered(handles):
+        yield
+
+
+@contextmanager
+def read_residuals(model, layers: Sequence[int] | None = None,
+                   positions: int | Sequence[int] | None = None) -> Iterator[dict[int, torch.Tensor]]:
+    """Capture the residual stream after each chosen block, ``{layer: [b, t, d]}`` (last forward wins).
+
+    ``positions`` selects token positions (e.g. ``-1`` for the last token, giving ``[b, d]``).
+    """
+    arch = _arch(model)
+    layers = list(range(arch.n_layers)) if layers is None else [arch.check_layer(l) for l in layers]
+    store: dict[int, torch.Tensor] = {}
+
+    def keep(layer: int, hidden: torch.Tensor) -> None:
+        h = hidden.detach()
+        store[layer] = h if positions is None else h[:, positions]
+
+    with residual_callback(arch, layers, keep):
+        yield store
+
+
+@contextmanager
+def read_neurons(model, layers: Sequence[int] | None = None,
+                 positions: int | Sequence[int] | None = None) -> Iterator[dict[int, torch.Tensor]]:
+    """Capture MLP neuron activations (input to ``down_proj``), ``{layer: [b, t, d_mlp]}``."""
+    arch = _arch(model)
+    layers = list(range(arch.n_layers)) if layers is None else [arch.check_layer(l) for l in layers]
+    store: dict[int, torch.Tensor] = {}
+    handles = []
+    for layer in layers:
+        def hook(_mod, args, layer=layer):
+            a = args[0].detach()
+            store[layer] = a if positions is None else a[:, positions]
+
+        handles.append(arch.down_projs[layer].register_forward_pre_hook(hook))
+    with _registered(handles):
+        yield store
+
+
+class _Phase:
+    """Tracks whether the current forward is a prefill ("prompt") or a decode step ("generated")."""
+
+    def __init__(self) -> None:
+        self.prefill = True
+
+    def __call__(self, _mod, args, kwargs) -> None:
+        cache = kwargs.get("cache", kwargs.get("past_key_values"))
+        past = 0
+        if cache is not None and hasattr(cache, "get_seq_length"):
+            past = int(cache.get_seq_length())
+        self.prefill = past == 0
+
+
+def _position_mask(positions: Positions, phase: _Phase | None, hidden: torch.Tensor) -> torch.Tensor | None | bool:
+    """``True`` = every position, ``False`` = none, or a ``[b, t, 1]`` mask."""
+    if isinstance(positions, torch.Tensor):
+        if positions.shape != hidden.shape[:2]:
+            return False  # a mask for another input shape (e.g. a later decode step)
+        return positions.to(hidden.device, torch.bool)[..., None]
+    if positions == "all":
+        return True
+    assert phase is not None
+    return phase.prefill if positions == "prompt" else not phase.prefill
+
+
+def _check_positions(positions: Positions) -> None:
+    if isinstance(positions, torch.Tensor):
+        if positions.dim() != 2:
+            raise ValuemechError("a positions mask must be a [batch, seq] boolean tensor")
+    elif positions not in ("all", "prompt", "generated"):
+        raise ValuemechError(f"positions must be 'all', 'prompt', 'generated' or a mask, not {positions!r}")
+
+
+@contextmanager
+def add_vectors(model, vectors: Mapping[int, torch.Tensor], alpha: float = 1.0,
+                positions: Positions = "all") -> Iterator[None]:
+    """Add ``alpha * vectors[l]`` to the residual stream after block ``l`` at the chosen positions."""
+    arch = _arch(model)
+    _check_positions(positions)
+    phase = _Phase() if isinstance(positions, str) and positions != "all" else None
+    handles = []
+    if phase is not None:
+        handles.append(arch.decoder.register_forward_pre_hook(phase, with_kwargs=True))
+    for layer, vec in vectors.items():
+        layer = arch.check_layer(layer)
+        vec = torch.as_tensor(vec)
+        if vec.shape != (arch.hidden_size,):
+            raise ValuemechError(
+                f"steering vector for layer {layer} has shape {tuple(vec.shape)}, model hidden size is {arch.hidden_size}")
+        block = arch.layers[layer]
+        delta_cache: dict[tuple, torch.Tensor] = {}
+
+        def hook(_mod, _inp, out, vec=vec, delta_cache=delta_cache):
+            hidden = _hidden(out)
+            mask = _position_mask(positions, phase, hidden)
+            if mask is False:
+                return out
+            key = (hidden.dtype, hidden.device)
+            if key not in delta_cache:
+                delta_cache[key] = (alpha * vec.to(torch.float64)).to(hidden.device, hidden.dtype)
+            delta = delta_cache[key]
+            new = hidden + delta if mask is True else hidden + delta * mask.to(hidden.dtype)
+            return _replace_hidden(out, new)
+
+        handles.append(block.register_forward_hook(hook))
+    with _registered(handles):
+        yield
+
+
+@contextmanager
+def scale_neurons(model, neurons: Mapping[int, Sequence[int] | torch.Tensor], beta: float,
+                  positions: Positions = "all") -> Iterator[None]:
+    """Multiply the activations of the given neurons of each block by ``beta``."""
+    arch = _arch(model)
+    _check_positions(positions)
+    phase = _Phase() if isinstance(positions, str) and positions != "all" else None
+    handles = []
+    if phase is not None:
+        handles.append(arch.decoder.register_forward_pre_hook(phase, with_kwargs=True))
+    for layer, idx in neurons.items():
+        layer = arch.check_layer(layer)
+        idx = torch.as_tensor(idx, dtype=torch.long).flatten()
+        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= arch.d_mlp):
+            raise ValuemechError(f"neuron index out of range for layer {layer} (0..{arch.d_mlp - 1})")
+        idx = idx.to(_module_device(arch.down_projs[layer]))
+
+        def hook(_mod, args, idx=idx):
+            act = args[0]
+            mask = _position_mask(positions, phase, act)
+            if mask is False or idx.numel() == 0:
+                return None
+            factor = torch.ones(act.shape[-1], dtype=act.dtype, device=act.device)
+            factor[idx] = beta
+            if mask is True:
+                return (act * factor, *args[1:])
+            return (torch.where(mask, act * factor, act), *args[1:])
+
+        handles.append(arch.down_projs[layer].register_forward_pre_hook(hook))
+    with _registered(handles):
+        yield
+
+
+@contextmanager
+def combined(*managers) -> Iterator[None]:
+    """Enter several hook context managers as one."""
+    with ExitStack() as stack:
+        for m in managers:
+            stack.enter_context(m)
+        yield

@@ -1,0 +1,52 @@
+"""The label stage: judge every response for every value, appended to ``labels.jsonl`` (resumable)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from valuemech.errors import ValuemechError
+from valuemech.io import append_jsonl, read_jsonl, repair_jsonl
+from valuemech.judges.base import Judge
+from valuemech.values import VALUES
+
+
+def label_records(judge: Judge, records: list[dict], out_path: Path, text_key: str = "response",
+                  id_key: str = "id", batch_size: int = 64, progress: bool = True) -> int:
+    """Label records not yet in ``out_path``; return how many lines were written.
+
+    Output lines: ``{"response_id", "judge", "scores": {value: float}, "expressed": {value: bool}}``.
+    A ``labels.jsonl`` written by another judge is an error (use a new run directory).
+    """
+    out_path = Path(out_path)
+    repair_jsonl(out_path)
+    existing = read_jsonl(out_path)
+    other = {r.get("judge") for r in existing} - {judge.name}
+    if other:
+        raise ValuemechError(f"{out_path} holds labels from judge {sorted(other)[0]!r}, "
+                             f"not {judge.name!r}; use a new run directory")
+    done = {r["response_id"] for r in existing}
+    todo = [r for r in records if r[id_key] not in done]
+    bar = tqdm(total=len(records), initial=len(records) - len(todo), desc="label", unit="resp",
+               disable=not progress)
+    written = 0
+    for i in range(0, len(todo), batch_size):
+        batch = todo[i: i + batch_size]
+        result = judge.score([r.get(text_key) or "" for r in batch], VALUES,
+                             [r.get("lang", "en") for r in batch])
+        lines = [{"response_id": r[id_key], "judge": judge.name, "scores": s, "expressed": e}
+                 for r, s, e in zip(batch, result.scores, result.expressed)]
+        append_jsonl(out_path, lines)
+        written += len(lines)
+        bar.update(len(lines))
+    bar.close()
+    return written
+
+
+def load_labels(path: Path) -> tuple[dict[str, dict[str, bool]], str | None]:
+    """``({response_id: {value: expressed}}, judge name)`` from ``labels.jsonl``."""
+    rows = read_jsonl(Path(path))
+    labels = {r["response_id"]: r["expressed"] for r in rows}
+    judges = {r.get("judge") for r in rows}
+    return labels, (judges.pop() if len(judges) == 1 else None)

@@ -1,0 +1,239 @@
+"""Residual-stream means over response tokens, difference in means, and the ValueVectors artifact.
+
+For response r, ``mean_l(r)`` is the mean over r's response tokens of the output of decoder
+block l, with the full chat context (system prompt included) fed through the model in one
+teacher-forced pass (left padding, explicit ``position_ids``, no ``lm_head``). For value s and
+condition e, ``v[e, s, l] = mean_{r expresses s} mean_l(r) - mean_{r does not} mean_l(r)`` over
+condition e's responses, accumulated in float64 as batches stream (activations are never all held).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save as st_save
+from tqdm.auto import tqdm
+
+from valuemech import __version__
+from valuemech.errors import ValuemechError
+from valuemech.generate import left_pad
+from valuemech.hooks import residual_callback
+from valuemech.io import atomic_write_bytes
+from valuemech.models.loading import LoadedModel
+from valuemech.values import VALUES
+
+CONDITIONS = ("intrinsic", "prompted")
+ROW_CONVENTION = "row l = output of decoder block l (0-based) = output_hidden_states[l+1] before any final norm"
+
+
+@torch.no_grad()
+def response_means(lm: LoadedModel, prompts: list[list[int]], responses: list[list[int]],
+                   layers: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sequence mean over response tokens of each block's output, float64 ``[b, L, d]``.
+
+    Also returns the per-sequence sum of residual norms over response tokens ``[b, L]``.
+    Every response must have at least one token.
+    """
+    if any(len(r) == 0 for r in responses):
+        raise ValueError("response_means needs at least one response token per sequence")
+    layers = list(range(lm.n_layers)) if layers is None else layers
+    seqs = [p + r for p, r in zip(prompts, responses)]
+    ids, attn = left_pad(seqs, lm.tokenizer.pad_token_id)
+    width = ids.shape[1]
+    resp = torch.zeros_like(attn, dtype=torch.float64)
+    for i, r in enumerate(responses):
+        resp[i, width - len(r):] = 1.0
+    counts = resp.sum(1, keepdim=True)  # [b, 1]
+    position_ids = (attn.cumsum(-1) - 1).clamp(min=0)
+    b = len(seqs)
+    means = torch.zeros(b, len(layers), lm.hidden_size, dtype=torch.float64)
+    norms = torch.zeros(b, len(layers), dtype=torch.float64)
+    slot = {l: i for i, l in enumerate(layers)}
+
+    def reduce(layer: int, hidden: torch.Tensor) -> None:
+        h = hidden.detach().to("cpu", torch.float64)
+        means[:, slot[layer]] = (h * resp[..., None]).sum(1) / counts
+        norms[:, slot[layer]] = (h.norm(dim=-1) * resp).sum(1)
+
+    dev = lm.device
+    with residual_callback(lm, layers, reduce):
+        lm.arch.decoder(input_ids=ids.to(dev), attention_mask=attn.to(dev),
+                        position_ids=position_ids.to(dev), use_cache=False)
+    return means, norms
+
+
+@dataclass
+class DiffMeansAccumulator:
+    """Streams per-response means into per-condition totals and per-value positive sums."""
+
+    n_layers: int
+    hidden: int
+    values: tuple[str, ...] = VALUES
+    totals: dict[str, torch.Tensor] = field(default_factory=dict)
+    n: dict[str, int] = field(default_factory=dict)
+    pos: dict[tuple[str, str], torch.Tensor] = field(default_factory=dict)
+    n_pos: dict[tuple[str, str], int] = field(default_factory=dict)
+    norm_sum: torch.Tensor | None = None
+    n_tokens: int = 0
+
+    def __post_init__(self) -> None:
+        shape = (self.n_layers, self.hidden)
+        for c in CONDITIONS:
+            self.totals[c] = torch.zeros(shape, dtype=torch.float64)
+            self.n[c] = 0
+            for v in self.values:
+                self.pos[c, v] = torch.zeros(shape, dtype=torch.float64)
+                self.n_pos[c, v] = 0
+        self.norm_sum = torch.zeros(self.n_layers, dtype=torch.float64)
+
+    def add(self, condition: str, mean: torch.Tensor, expressed: dict[str, bool]) -> None:
+        """Add one response's ``[L, d]`` mean with its labels."""
+        self.totals[condition] += mean
+        self.n[condition] += 1
+        for v in self.values:
+            if expressed.get(v, False):
+                self.pos[condition, v] += mean
+                self.n_pos[condition, v] += 1
+
+    def counts(self) -> dict[str, dict[str, dict[str, int]]]:
+        """``{condition: {value: {"expressed": n, "not": n}}}``."""
+        return {c: {v: {"expressed": self.n_pos[c, v], "not": self.n[c] - self.n_pos[c, v]}
+                    for v in self.values} for c in CONDITIONS}
+
+    def vector(self, condition: str, value: str, min_group: int = 1) -> torch.Tensor | None:
+        """Difference in means ``[L, d]`` (float64), or None when a group is below ``min_group``."""
+        k, n = self.n_pos[condition, value], self.n[condition]
+        if k < min_group or n - k < min_group:
+            return None
+        pos = self.pos[condition, value]
+        return pos / k - (self.totals[condition] - pos) / (n - k)
+
+
+@dataclass
+class ValueVectors:
+    """Intrinsic and prompted value vectors, ``[n_layers, hidden]`` each, plus provenance."""
+
+    vectors: dict[str, torch.Tensor]  # "intrinsic.<value>" / "prompted.<value>"
+    metadata: dict[str, str]
+    residual_norm: torch.Tensor | None = None  # mean residual norm over response tokens, [L]
+
+    def get(self, condition: str, value: str) -> torch.Tensor:
+        key = f"{condition}.{value}"
+        if key not in self.vectors:
+            have = sorted({k.split(".", 1)[1] for k in self.vectors if k.startswith(condition + ".")})
+            raise ValuemechError(f"no {condition} vector for {value!r} in this run "
+                                 f"(available: {', '.join(have) or 'none'})")
+        return self.vectors[key]
+
+    def values_with_both(self) -> list[str]:
+        return [v for v in VALUES if f"intrinsic.{v}" in self.vectors and f"prompted.{v}" in self.vectors]
+
+    @property
+    def counts(self) -> dict:
+        return json.loads(self.metadata.get("counts", "{}"))
+
+    def save(self, path: Path) -> None:
+        tensors = {k: v.to(torch.float32).contiguous() for k, v in self.vectors.items()}
+        if self.residual_norm is not None:
+            tensors["stats.residual_norm"] = self.residual_norm.to(torch.float32).contiguous()
+        atomic_write_bytes(Path(path), st_save(tensors, metadata=self.metadata))
+
+    @classmethod
+    def load(cls, path: Path) -> "ValueVectors":
+        return cls(*_load_safetensors(Path(path), "vectors"))
+
+    def check_model(self, lm: LoadedModel) -> None:
+        """Raise unless these vectors were extracted from ``lm`` (hidden size, layers, weights)."""
+        check_artifact_model(self.metadata, lm, "vectors.safetensors")
+
+
+def _load_safetensors(path: Path, kind: str) -> tuple[dict[str, torch.Tensor], dict[str, str], torch.Tensor | None]:
+    if not path.is_file():
+        raise ValuemechError(f"{path} does not exist (run the {'extract' if kind == 'vectors' else 'decompose'} stage)")
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = dict(fh.metadata() or {})
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    except Exception as exc:  # safetensors raises several types on corrupt files
+        raise ValuemechError(f"{path}: not a readable safetensors file ({exc.__class__.__name__})") from None
+    norm = tensors.pop("stats.residual_norm", None)
+    n_layers, hidden = int(meta.get("n_layers", -1)), int(meta.get("hidden_size", -1))
+    for k, t in tensors.items():
+        if tuple(t.shape) != (n_layers, hidden):
+            raise ValuemechError(f"{path}: tensor {k} has shape {tuple(t.shape)}, metadata says ({n_layers}, {hidden})")
+    return tensors, meta, norm
+
+
+def check_artifact_model(meta: dict[str, str], lm: LoadedModel, what: str) -> None:
+    if int(meta.get("hidden_size", -1)) != lm.hidden_size or int(meta.get("n_layers", -1)) != lm.n_layers:
+        raise ValuemechError(
+            f"{what} is for a model with {meta.get('n_layers')} layers x {meta.get('hidden_size')} hidden, "
+            f"the loaded model has {lm.n_layers} x {lm.hidden_size}")
+    if meta.get("weights_sha256") and meta["weights_sha256"] != lm.weights_sha256:
+        raise ValuemechError(
+            f"{what} was extracted from {meta.get('model_id')} (weights {meta['weights_sha256'][:12]}), "
+            f"not from the loaded model {lm.model_id} (weights {lm.weights_sha256[:12]})")
+
+
+def model_metadata(lm: LoadedModel) -> dict[str, str]:
+    return {"model_id": lm.model_id, "weights_sha256": lm.weights_sha256, "n_layers": str(lm.n_layers),
+            "hidden_size": str(lm.hidden_size), "library": f"valuemech {__version__}",
+            "rows": ROW_CONVENTION}
+
+
+def _batched(items: list, size: int) -> Iterator[list]:
+    for i in range(0, len(items), size):
+        yield items[i: i + size]
+
+
+def extract_vectors(lm: LoadedModel, responses: Iterable[dict], labels: dict[str, dict[str, bool]],
+                    judge: str, batch_size: int = 16, min_group: int = 5,
+                    progress: bool = True) -> ValueVectors:
+    """Difference-in-means vectors for every condition x value from stored token ids and labels.
+
+    ``responses`` are ``responses.jsonl`` records (with ``prompt_token_ids`` and
+    ``response_token_ids``); ``labels`` maps response id to ``{value: expressed}``. Responses
+    with no tokens are skipped and counted. Values whose groups fall below ``min_group`` get no
+    vector; their counts are recorded in the metadata.
+    """
+    usable, empty = [], 0
+    for r in responses:
+        if r["id"] not in labels:
+            raise ValuemechError(f"response {r['id']} has no label (run the label stage)")
+        if not r.get("response_token_ids"):
+            empty += 1
+            continue
+        usable.append(r)
+    if not usable:
+        raise ValuemechError("no non-empty responses to extract from")
+    usable.sort(key=lambda r: (len(r["prompt_token_ids"]) + len(r["response_token_ids"]), r["id"]))
+    acc = DiffMeansAccumulator(lm.n_layers, lm.hidden_size)
+    bar = tqdm(total=len(usable), desc="extract", unit="resp", disable=not progress)
+    for batch in _batched(usable, batch_size):
+        means, norms = response_means(lm, [r["prompt_token_ids"] for r in batch],
+                                      [r["response_token_ids"] for r in batch])
+        for i, r in enumerate(batch):
+            acc.add(r["condition"], means[i], labels[r["id"]])
+        acc.norm_sum += norms.sum(0)
+        acc.n_tokens += sum(len(r["response_token_ids"]) for r in batch)
+        bar.update(len(batch))
+    bar.close()
+    vectors, skipped = {}, {}
+    for c in CONDITIONS:
+        for v in VALUES:
+            vec = acc.vector(c, v, min_group)
+            if vec is None:
+                skipped[f"{c}.{v}"] = acc.counts()[c][v]
+            else:
+                vectors[f"{c}.{v}"] = vec
+    meta = model_metadata(lm) | {
+        "judge": judge, "counts": json.dumps(acc.counts()), "skipped": json.dumps(skipped),
+        "min_group": str(min_group), "empty_responses": str(empty),
+        "reading": "mean over response tokens, full chat context, teacher forced",
+    }
+    return ValueVectors(vectors, meta, acc.norm_sum / max(acc.n_tokens, 1))
