@@ -58,6 +58,15 @@ def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
     return keys
 
 
+def preflight(cfg: RunConfig) -> None:
+    """Check what can be checked before anything is written: model name, queries, templates."""
+    from valuemech.models.catalog import check_model_name
+
+    check_model_name(cfg.model.name)
+    select_queries(cfg.data.queries, cfg.data.n_queries, cfg.seed, cfg.data.text_field)
+    load_templates(cfg.data.templates, cfg.generation.values)
+
+
 def open_run(root: Path, cfg: RunConfig | None = None) -> tuple[RunDir, RunConfig]:
     """Open (or create) a run directory; with ``cfg``, check it agrees with a stored config."""
     run = RunDir(root)
@@ -78,6 +87,7 @@ def open_run(root: Path, cfg: RunConfig | None = None) -> tuple[RunDir, RunConfi
         return run, stored
     if cfg is None:
         raise ValuemechError(f"{run.root} is not a run directory (no config.yaml)")
+    preflight(cfg)
     run.root.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run.config, cfg.to_yaml())
     return run, cfg

@@ -66,6 +66,25 @@ CATALOG: dict[str, EmbeddedModel] = {
 DEFAULT_MODEL = "smollm2-135m"
 
 
+def check_model_name(name: str) -> None:
+    """Reject a model name that no loader could resolve (cheap: no torch, no network)."""
+    from valuemech.models.tiny_names import TINY_FAMILIES
+
+    if name in CATALOG or Path(name).expanduser().is_dir():
+        return
+    if name.startswith("tiny-"):
+        if name.removeprefix("tiny-") not in TINY_FAMILIES:
+            raise ValuemechError(f"unknown tiny model {name!r}; known: "
+                                 + ", ".join(f"tiny-{f}" for f in TINY_FAMILIES))
+        return
+    if Path(name).expanduser().exists():
+        raise ValuemechError(f"model path {name!r} is not a directory")
+    if "/" not in name:
+        raise ValuemechError(
+            f"unknown model {name!r}: not an embedded model ({', '.join(CATALOG)}), "
+            f"not tiny-<family>, not a local directory, and not a Hugging Face id (owner/name)")
+
+
 def cache_root() -> Path:
     """``$VALUEMECH_CACHE`` or ``~/.cache/valuemech``."""
     return Path(os.environ.get("VALUEMECH_CACHE", Path.home() / ".cache" / "valuemech"))

@@ -14,7 +14,7 @@ from valuemech.errors import ValuemechError
 from valuemech.models import catalog
 from valuemech.models.arch import ModelArch, discover, model_device
 from valuemech.models.chat import default_system_prompt, prompt_ids, supports_system
-from valuemech.models.tiny import TINY_FAMILIES, tiny_model
+from valuemech.models.tiny import tiny_model
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
           "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
@@ -113,12 +113,9 @@ def load_model(cfg: ModelConfig | str) -> LoadedModel:
         cfg = ModelConfig(name=cfg)
     _set_threads(cfg.threads)
     name = cfg.name
+    catalog.check_model_name(name)
     if name.startswith("tiny-"):
-        family = name.removeprefix("tiny-")
-        if family not in TINY_FAMILIES:
-            raise ValuemechError(f"unknown tiny model {name!r}; known: "
-                                 + ", ".join(f"tiny-{f}" for f in TINY_FAMILIES))
-        model, tokenizer = tiny_model(family)
+        model, tokenizer = tiny_model(name.removeprefix("tiny-"))
         dtype = resolve_dtype(cfg.dtype)
         if isinstance(dtype, torch.dtype):
             model = model.to(dtype)
@@ -129,14 +126,8 @@ def load_model(cfg: ModelConfig | str) -> LoadedModel:
         return _load_pretrained(str(path), cfg, model_id=entry.hf_id + f" (GGUF {entry.gguf_name})",
                                 sha=entry.sha256)
     local = Path(name).expanduser()
-    if local.exists():
-        if not local.is_dir():
-            raise ValuemechError(f"model path {name!r} is not a directory")
+    if local.is_dir():
         return _load_pretrained(str(local), cfg, model_id=str(local.resolve()), sha=None)
-    if "/" not in name:
-        raise ValuemechError(
-            f"unknown model {name!r}: not an embedded model ({', '.join(catalog.CATALOG)}), "
-            f"not tiny-<family>, not a local directory, and not a Hugging Face id (owner/name)")
     return _load_pretrained(name, cfg, model_id=name, sha=None)
 
 

@@ -11,6 +11,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
 from valuemech.errors import ValuemechError
+from valuemech.models.tiny_names import TINY_FAMILIES
 
 SPECIALS = ["<|pad|>", "<|im_start|>", "<|im_end|>"]
 
@@ -22,7 +23,6 @@ CHATML_TEMPLATE = (
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 
-TINY_FAMILIES = ("llama", "qwen2", "qwen3", "mistral", "gemma2", "gemma3")
 
 
 def tiny_tokenizer() -> PreTrainedTokenizerFast:

@@ -1,0 +1,95 @@
+"""The CLI end to end on the smoke preset, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from valuemech.cli import app
+from valuemech.io import read_jsonl
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def assert_one_line_error(result, *needles):
+    assert result.exit_code == 2, result.output
+    text = result.stderr.strip()
+    assert "Traceback" not in result.output and "Traceback" not in text
+    assert len(text.splitlines()) == 1, text
+    for n in needles:
+        assert n in text, text
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("smoke") / "run"
+    result = invoke("run", "--preset", "smoke", "--out", out, "--quiet")
+    assert result.exit_code == 0, result.output
+    return out, result
+
+
+def test_smoke_run_writes_the_run_directory(smoke_run):
+    out, result = smoke_run
+    for name in ("config.yaml", "responses.jsonl", "labels.jsonl", "vectors.safetensors",
+                 "components.safetensors", "decompose.json", "stages.json"):
+        assert (out / name).exists(), name
+    responses = read_jsonl(out / "responses.jsonl")
+    assert len(responses) == 12 * 4
+    assert {r["condition"] for r in responses} == {"intrinsic", "prompted"}
+    assert len(read_jsonl(out / "labels.jsonl")) == len(responses)
+    summary = json.loads((out / "decompose.json").read_text())
+    assert summary["values"] and "mean_delta" in summary
+    assert "cos(v_int, v_prompt)" in result.stdout and "self_direction" in result.stdout
+
+
+def test_rerun_skips_completed_stages_and_summary(smoke_run):
+    out, _ = smoke_run
+    before = (out / "responses.jsonl").read_bytes()
+    result = invoke("run", "--preset", "smoke", "--out", out, "--quiet")
+    assert result.exit_code == 0
+    assert result.stderr.count("already complete") == 4
+    assert (out / "responses.jsonl").read_bytes() == before
+    assert invoke("summary", out).exit_code == 0
+    assert invoke("decompose", "--run", out, "--force").exit_code == 0
+
+
+def test_resume_with_another_model_is_refused(smoke_run):
+    out, _ = smoke_run
+    assert_one_line_error(invoke("run", "--preset", "smoke", "--model", "tiny-qwen2", "--out", out),
+                          "made with model 'tiny-llama'")
+    assert_one_line_error(invoke("run", "--preset", "smoke", "--seed", "9", "--out", out), "seed")
+
+
+def test_bad_input_one_line_errors(tmp_path):
+    assert_one_line_error(invoke("run", "--preset", "smoke", "--values", "power,honour", "--out", tmp_path / "a"),
+                          "unknown value 'honour'")
+    assert_one_line_error(invoke("run", "--preset", "smoke", "--model", "gpt5", "--out", tmp_path / "b"),
+                          "unknown model 'gpt5'")
+    bad = tmp_path / "q.txt"
+    bad.write_text("just some words\n")
+    assert_one_line_error(invoke("run", "--preset", "smoke", "--queries", bad, "--out", tmp_path / "c"),
+                          "not a query file")
+    nofield = tmp_path / "q.jsonl"
+    nofield.write_text('{"body": "x"}\n')
+    assert_one_line_error(invoke("run", "--preset", "smoke", "--queries", nofield, "--out", tmp_path / "d"),
+                          "has no a text field")
+    empty = tmp_path / "e.json"
+    empty.write_text("[]")
+    assert_one_line_error(invoke("run", "--preset", "smoke", "--queries", empty, "--out", tmp_path / "e"),
+                          "empty")
+    assert_one_line_error(invoke("run", "--preset", "nope"), "unknown preset")
+    assert_one_line_error(invoke("extract", "--run", tmp_path / "nothing"), "not a run directory")
+
+
+def test_every_subcommand_has_help():
+    for cmd in (["--help"], ["run", "--help"], ["generate", "--help"], ["label", "--help"],
+                ["extract", "--help"], ["decompose", "--help"], ["summary", "--help"],
+                ["models", "--help"], ["models", "list", "--help"], ["models", "pull", "--help"]):
+        result = invoke(*cmd)
+        assert result.exit_code == 0 and "Usage" in result.output, cmd
