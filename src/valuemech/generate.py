@@ -159,3 +159,12 @@ def generate_responses(lm: LoadedModel, jobs: list[Job], cfg: GenerationConfig, 
         bar.update(len(records))
     bar.close()
     return written
+
+
+@torch.no_grad()
+def chat(lm: LoadedModel, query: str, system_prompt: str | None = None, max_new_tokens: int = 96,
+         temperature: float = 0.0, seed: int = 0) -> str:
+    """One reply to ``query`` (greedy by default); composes with any active hook context."""
+    cfg = GenerationConfig(max_new_tokens=max_new_tokens, temperature=temperature, batch_size=1)
+    ids, _ = sample_batch(lm, [lm.prompt_ids(query, system_prompt)], cfg, seed)[0]
+    return lm.tokenizer.decode(ids, skip_special_tokens=True)

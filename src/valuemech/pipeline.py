@@ -46,6 +46,23 @@ class RunDir:
     decompose_json = property(lambda self: self.root / "decompose.json")
     stages_json = property(lambda self: self.root / "stages.json")
 
+    def load_config(self) -> RunConfig:
+        return load_config(self.config)
+
+    def load_responses(self) -> list[dict]:
+        return read_jsonl(self.responses)
+
+    def load_labels(self) -> dict[str, dict[str, bool]]:
+        return load_labels(self.labels)[0]
+
+    def load_vectors(self) -> ValueVectors:
+        return ValueVectors.load(self.vectors)
+
+    def load_components(self):
+        from valuemech.decompose import Components
+
+        return Components.load(self.components)
+
 
 def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
     keys = []
@@ -233,3 +250,14 @@ def summary_rows(run: RunDir, layer: int | None = None) -> tuple[list[dict], int
         row["cosine"] = cos[v][layer] if v in cos and layer is not None else None
         rows.append(row)
     return rows, layer
+
+
+def run_pipeline(cfg: RunConfig, out: Path | str, lm: LoadedModel | None = None,
+                 stages: tuple[str, ...] = STAGES, progress: bool = True) -> RunDir:
+    """Python API: run ``stages`` for ``cfg`` in ``out`` (resuming what is there); return the RunDir.
+
+    Pass an already loaded ``lm`` to reuse it (its name should match ``cfg.model.name``).
+    """
+    run, cfg = open_run(Path(out), cfg)
+    Pipeline(run, cfg, lm=lm, progress=progress).run_all(stages)
+    return run

@@ -1,0 +1,30 @@
+# The two commands of the README: `make demo` and `make test`. Both create the environment.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.valuemech-installed
+RUN ?= runs/quick-smollm2-135m
+export HF_HUB_OFFLINE := 1
+
+.PHONY: demo test env clean
+
+env: $(STAMP)
+
+# torch 2.13.0 first (a CPU wheel on this kind of machine); an open range would pull a CUDA build.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[test]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/valuemech models pull smollm2-135m
+	$(VENV)/bin/valuemech run --preset quick --out $(RUN)
+	@echo "results in $(RUN)/ (config.yaml, responses.jsonl, labels.jsonl, vectors.safetensors, components.safetensors, decompose.json)"
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache
