@@ -110,3 +110,13 @@ def test_value_vectors_round_trip_and_model_check(tiny_llama, tmp_path):
     deeper = wrap_model(*tiny_model("llama", n_layers=3))
     with pytest.raises(ValuemechError, match="3 x 64"):
         back.check_model(deeper)
+
+
+def test_undecided_labels_leave_the_response_out_of_that_value():
+    acc = DiffMeansAccumulator(n_layers=1, hidden=2)
+    acc.add("prompted", torch.tensor([[1.0, 0.0]], dtype=torch.float64), {"power": True})
+    acc.add("prompted", torch.tensor([[0.0, 1.0]], dtype=torch.float64), {"power": False})
+    acc.add("prompted", torch.tensor([[9.0, 9.0]], dtype=torch.float64), {"power": None, "tradition": True})
+    assert acc.counts()["prompted"]["power"] == {"expressed": 1, "not": 1}
+    assert torch.equal(acc.vector("prompted", "power"), torch.tensor([[1.0, -1.0]], dtype=torch.float64))
+    assert acc.counts()["prompted"]["tradition"] == {"expressed": 1, "not": 2}

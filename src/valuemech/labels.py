@@ -35,8 +35,14 @@ def label_records(judge: Judge, records: list[dict], out_path: Path, text_key: s
         batch = todo[i: i + batch_size]
         result = judge.score([r.get(text_key) or "" for r in batch], VALUES,
                              [r.get("lang", "en") for r in batch])
-        lines = [{"response_id": r[id_key], "judge": judge.name, "scores": s, "expressed": e}
-                 for r, s, e in zip(batch, result.scores, result.expressed)]
+        failures = result.failures or [{} for _ in batch]
+        lines = []
+        for r, s, e, f in zip(batch, result.scores, result.expressed, failures):
+            line = {"response_id": r[id_key], "judge": judge.name,
+                    "scores": {v: (None if x != x else x) for v, x in s.items()}, "expressed": e}
+            if f:
+                line["failures"] = f
+            lines.append(line)
         append_jsonl(out_path, lines)
         written += len(lines)
         bar.update(len(lines))

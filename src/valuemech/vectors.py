@@ -69,49 +69,47 @@ def response_means(lm: LoadedModel, prompts: list[list[int]], responses: list[li
 
 @dataclass
 class DiffMeansAccumulator:
-    """Streams per-response means into per-condition totals and per-value positive sums."""
+    """Streams per-response means into per-condition, per-value sums for both sides of each label.
+
+    A label of None (the judge could not decide) leaves the response out of that value's groups.
+    """
 
     n_layers: int
     hidden: int
     values: tuple[str, ...] = VALUES
-    totals: dict[str, torch.Tensor] = field(default_factory=dict)
-    n: dict[str, int] = field(default_factory=dict)
-    pos: dict[tuple[str, str], torch.Tensor] = field(default_factory=dict)
-    n_pos: dict[tuple[str, str], int] = field(default_factory=dict)
+    sums: dict[tuple[str, str, bool], torch.Tensor] = field(default_factory=dict)
+    n: dict[tuple[str, str, bool], int] = field(default_factory=dict)
     norm_sum: torch.Tensor | None = None
     n_tokens: int = 0
 
     def __post_init__(self) -> None:
-        shape = (self.n_layers, self.hidden)
         for c in CONDITIONS:
-            self.totals[c] = torch.zeros(shape, dtype=torch.float64)
-            self.n[c] = 0
             for v in self.values:
-                self.pos[c, v] = torch.zeros(shape, dtype=torch.float64)
-                self.n_pos[c, v] = 0
+                for side in (True, False):
+                    self.sums[c, v, side] = torch.zeros(self.n_layers, self.hidden, dtype=torch.float64)
+                    self.n[c, v, side] = 0
         self.norm_sum = torch.zeros(self.n_layers, dtype=torch.float64)
 
-    def add(self, condition: str, mean: torch.Tensor, expressed: dict[str, bool]) -> None:
+    def add(self, condition: str, mean: torch.Tensor, expressed: dict[str, bool | None]) -> None:
         """Add one response's ``[L, d]`` mean with its labels."""
-        self.totals[condition] += mean
-        self.n[condition] += 1
         for v in self.values:
-            if expressed.get(v, False):
-                self.pos[condition, v] += mean
-                self.n_pos[condition, v] += 1
+            label = expressed.get(v, False)
+            if label is None:
+                continue
+            self.sums[condition, v, bool(label)] += mean
+            self.n[condition, v, bool(label)] += 1
 
     def counts(self) -> dict[str, dict[str, dict[str, int]]]:
         """``{condition: {value: {"expressed": n, "not": n}}}``."""
-        return {c: {v: {"expressed": self.n_pos[c, v], "not": self.n[c] - self.n_pos[c, v]}
+        return {c: {v: {"expressed": self.n[c, v, True], "not": self.n[c, v, False]}
                     for v in self.values} for c in CONDITIONS}
 
     def vector(self, condition: str, value: str, min_group: int = 1) -> torch.Tensor | None:
         """Difference in means ``[L, d]`` (float64), or None when a group is below ``min_group``."""
-        k, n = self.n_pos[condition, value], self.n[condition]
-        if k < min_group or n - k < min_group:
+        k, m = self.n[condition, value, True], self.n[condition, value, False]
+        if k < min_group or m < min_group:
             return None
-        pos = self.pos[condition, value]
-        return pos / k - (self.totals[condition] - pos) / (n - k)
+        return self.sums[condition, value, True] / k - self.sums[condition, value, False] / m
 
 
 @dataclass

@@ -8,10 +8,15 @@ from typing import Protocol, Sequence
 
 @dataclass
 class JudgeResult:
-    """Scores and labels for a list of texts, one dict per text keyed by value id."""
+    """Scores and labels for a list of texts, one dict per text keyed by value id.
+
+    ``expressed[i][v]`` is None when the judge could not decide (``failures[i][v]`` says why);
+    such items are left out of both groups of that value's difference in means.
+    """
 
     scores: list[dict[str, float]]
-    expressed: list[dict[str, bool]]
+    expressed: list[dict[str, bool | None]]
+    failures: list[dict[str, str]] | None = None
 
 
 class Judge(Protocol):

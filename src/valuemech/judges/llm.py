@@ -1,0 +1,173 @@
+"""LLM judge over any OpenAI-compatible chat endpoint (OpenAI, vLLM, TGI, llama.cpp, ``valuemech serve``).
+
+Per text and value it asks the paper's binary question and reads "yes"/"no". Requests run
+concurrently (``concurrency``), each with a timeout and retries with exponential backoff on
+timeouts, connection errors, HTTP 429/5xx and unparseable bodies. Answers are cached in a
+SQLite file keyed by (judge name, sha256 of the request), so a rerun sends nothing.
+
+An answer that is not yes/no is recorded as ``malformed``, a refusal as ``refused``, and a
+request that still fails after its retries as ``error: ...``: such items get no label
+(``expressed`` is None) and are counted — never turned into a label. An endpoint that cannot be
+reached at all is a one-line error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import sqlite3
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Sequence
+
+import httpx
+
+from valuemech.errors import ValuemechError
+from valuemech.judges.base import JudgeResult
+from valuemech.values import DEFINITIONS
+
+SYSTEM = "You are an annotator of human values in text. Answer with a single word: yes or no."
+QUESTION = ('Response:\n"""\n{text}\n"""\n\nDoes this response express the value "{name}" '
+            "({definition})? Answer yes or no.")
+_REFUSAL = re.compile(r"\b(i can(?:no|')t|i am unable|i'm unable|i won't|as an ai)\b", re.I)
+
+
+def parse_answer(text: str | None) -> tuple[bool | None, str]:
+    """``(label, status)``: status is ``ok``, ``refused`` or ``malformed``."""
+    if text is None:
+        return None, "malformed"
+    words = re.findall(r"[a-zA-Z]+", text.lower())
+    if words and words[0] in ("yes", "no"):
+        return words[0] == "yes", "ok"
+    if _REFUSAL.search(text):
+        return None, "refused"
+    return None, "malformed"
+
+
+class _Cache:
+    """A tiny thread-safe SQLite key-value store."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path), check_same_thread=False)
+        self._db.execute("CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, answer TEXT)")
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT answer FROM answers WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def put(self, key: str, answer: str) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO answers VALUES (?, ?)", (key, answer))
+            self._db.commit()
+
+
+class LLMJudge:
+    """Binary value judge over an OpenAI-compatible ``/v1/chat/completions`` endpoint."""
+
+    def __init__(self, base_url: str = "https://api.openai.com/v1", model: str = "gpt-4o-mini",
+                 api_key_env: str | None = "OPENAI_API_KEY", concurrency: int = 4,
+                 timeout: float = 30.0, retries: int = 3, backoff: float = 0.5,
+                 guided_choice: bool = False, cache: str | None = None, max_tokens: int = 3) -> None:
+        from valuemech.models.catalog import cache_root
+
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.key = None
+        if api_key_env:
+            self.key = os.environ.get(api_key_env)
+            if not self.key:
+                raise ValuemechError(f"llm judge: environment variable {api_key_env} is not set "
+                                     f"(set it, or pass api_key_env: null for a keyless local server)")
+        self.concurrency, self.timeout = max(1, int(concurrency)), float(timeout)
+        self.retries, self.backoff = max(0, int(retries)), float(backoff)
+        self.guided_choice, self.max_tokens = bool(guided_choice), int(max_tokens)
+        self.name = f"llm({model}@{self.base_url})"
+        self._cache = _Cache(Path(cache) if cache else cache_root() / "judge_cache.sqlite")
+        self.requests_sent = 0
+        self.failures: dict[str, int] = {}
+
+    def _body(self, text: str, value: str) -> dict:
+        q = QUESTION.format(text=text.strip(), name=value.replace("_", "-"),
+                            definition=DEFINITIONS[value].rstrip(".").lower())
+        body = {"model": self.model, "temperature": 0, "max_tokens": self.max_tokens,
+                "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": q}]}
+        if self.guided_choice:
+            body["guided_choice"] = ["yes", "no"]
+        return body
+
+    def _post(self, client: httpx.Client, body: dict) -> str:
+        """Send one request with retries; return the answer text or raise with a reason."""
+        headers = {"Authorization": f"Bearer {self.key}"} if self.key else {}
+        last = "no attempt"
+        for attempt in range(self.retries + 1):
+            if attempt:
+                time.sleep(self.backoff * 2 ** (attempt - 1))
+            try:
+                self.requests_sent += 1
+                r = client.post(f"{self.base_url}/chat/completions", json=body, headers=headers,
+                                timeout=self.timeout)
+            except httpx.ConnectError as exc:
+                last = f"cannot connect ({exc.__class__.__name__})"
+                continue
+            except httpx.TimeoutException:
+                last = f"timed out after {self.timeout:g} s"
+                continue
+            except httpx.HTTPError as exc:
+                last = f"{exc.__class__.__name__}"
+                continue
+            if r.status_code == 429 or r.status_code >= 500:
+                last = f"HTTP {r.status_code}"
+                continue
+            if r.status_code >= 400:
+                raise ValuemechError(f"llm judge: {self.base_url} answered HTTP {r.status_code}: "
+                                     f"{r.text[:200].strip()}")
+            try:
+                return r.json()["choices"][0]["message"]["content"] or ""
+            except (ValueError, KeyError, IndexError, TypeError):
+                last = "unparseable response body"
+                continue
+        raise _RequestFailed(last)
+
+    def _answer(self, client: httpx.Client, text: str, value: str) -> tuple[bool | None, str]:
+        body = self._body(text, value)
+        key = hashlib.sha256(json.dumps([self.name, body], sort_keys=True).encode()).hexdigest()
+        cached = self._cache.get(key)
+        if cached is None:
+            try:
+                cached = self._post(client, body)
+            except _RequestFailed as exc:
+                return None, f"error: {exc}"
+            self._cache.put(key, cached)
+        return parse_answer(cached)
+
+    def score(self, texts: Sequence[str], values: Sequence[str],
+              langs: Sequence[str] | None = None) -> JudgeResult:
+        pairs = [(i, v) for i in range(len(texts)) for v in values]
+        with httpx.Client() as client, ThreadPoolExecutor(self.concurrency) as pool:
+            answers = list(pool.map(lambda p: self._answer(client, texts[p[0]] or "", p[1]), pairs))
+        statuses = [s for _, s in answers]
+        if statuses and all(s.startswith("error: cannot connect") for s in statuses):
+            raise ValuemechError(f"llm judge: cannot reach {self.base_url} "
+                                 f"(after {self.retries + 1} attempts per request)")
+        scores = [dict() for _ in texts]
+        expressed = [dict() for _ in texts]
+        failures: list[dict[str, str]] = [dict() for _ in texts]
+        for (i, v), (label, status) in zip(pairs, answers):
+            expressed[i][v] = label
+            scores[i][v] = float("nan") if label is None else float(label)
+            if status != "ok":
+                failures[i][v] = status
+                kind = status.split(":")[0]
+                self.failures[kind] = self.failures.get(kind, 0) + 1
+        return JudgeResult(scores, expressed, failures)
+
+
+class _RequestFailed(Exception):
+    pass

@@ -1,0 +1,77 @@
+"""Self judge: the loaded model answers "does this response express value s?" by P(yes) vs P(no).
+
+One forward pass per (text, value) with no sampling: the question is chat-formatted, and the
+next-token distribution after the assistant header is read (``logits_to_keep=1``). Score =
+P(yes) / (P(yes) + P(no)), where P(yes) sums the probabilities of the first tokens of "yes",
+"Yes", " yes", " Yes" (likewise for no); expressed when the score reaches ``threshold``
+(default 0.5). The share of probability mass on yes/no tokens is kept in ``self.last_mass``.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from valuemech.generate import left_pad
+from valuemech.judges.base import JudgeResult
+from valuemech.models.loading import LoadedModel
+from valuemech.values import DEFINITIONS
+
+QUESTION = ('Here is a response written by an assistant:\n"""\n{text}\n"""\n'
+            'Does this response express the value "{name}" ({definition})? Answer yes or no.')
+
+
+def _first_ids(tokenizer, words: Sequence[str]) -> list[int]:
+    ids = {tokenizer.encode(w, add_special_tokens=False)[0] for w in words}
+    return sorted(ids)
+
+
+class SelfJudge:
+    """The model under study as its own binary judge."""
+
+    def __init__(self, lm: LoadedModel, threshold: float = 0.5, batch_size: int = 16) -> None:
+        self.lm, self.threshold, self.batch_size = lm, float(threshold), int(batch_size)
+        self.yes = _first_ids(lm.tokenizer, ["yes", "Yes", " yes", " Yes"])
+        self.no = _first_ids(lm.tokenizer, ["no", "No", " no", " No"])
+        if set(self.yes) & set(self.no):
+            raise ValueError("yes and no share a first token in this tokenizer")
+        self.name = f"self({lm.model_id},t={self.threshold:g})"
+        self.last_mass: list[float] = []
+
+    def prompt(self, text: str, value: str) -> list[int]:
+        q = QUESTION.format(text=text.strip(), name=value.replace("_", "-"),
+                            definition=DEFINITIONS[value].rstrip(".").lower())
+        return self.lm.prompt_ids(q, None)
+
+    @torch.no_grad()
+    def yes_probability(self, prompts: list[list[int]]) -> tuple[list[float], list[float]]:
+        """P(yes)/(P(yes)+P(no)) and the yes+no mass for each prompt."""
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        out_p, out_m = [0.0] * len(prompts), [0.0] * len(prompts)
+        for s in range(0, len(order), self.batch_size):
+            idx = order[s: s + self.batch_size]
+            ids, mask = left_pad([prompts[i] for i in idx], self.lm.tokenizer.pad_token_id)
+            pos = (mask.cumsum(-1) - 1).clamp(min=0)
+            dev = self.lm.device
+            logits = self.lm.model(input_ids=ids.to(dev), attention_mask=mask.to(dev),
+                                   position_ids=pos.to(dev), logits_to_keep=1).logits[:, -1].float()
+            probs = logits.softmax(-1)
+            p_yes, p_no = probs[:, self.yes].sum(-1), probs[:, self.no].sum(-1)
+            for k, i in enumerate(idx):
+                total = float(p_yes[k] + p_no[k])
+                out_p[i] = float(p_yes[k]) / total if total > 0 else 0.5
+                out_m[i] = total
+        return out_p, out_m
+
+    def score(self, texts: Sequence[str], values: Sequence[str],
+              langs: Sequence[str] | None = None) -> JudgeResult:
+        pairs = [(i, v) for i in range(len(texts)) for v in values]
+        probs, mass = self.yes_probability([self.prompt(texts[i] or "", v) for i, v in pairs])
+        self.last_mass = mass
+        scores = [dict() for _ in texts]
+        for (i, v), p in zip(pairs, probs):
+            scores[i][v] = p
+        expressed = [{v: bool(texts[i] and texts[i].strip()) and s[v] >= self.threshold for v in values}
+                     for i, s in enumerate(scores)]
+        return JudgeResult(scores, expressed)
