@@ -29,3 +29,34 @@ def encode(lm, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     from valuemech.generate import left_pad
 
     return left_pad([lm.prompt_ids(t, None) for t in texts], lm.tokenizer.pad_token_id)
+
+
+class ServerThread:
+    """Run an ASGI app with uvicorn on a free loopback port in a background thread."""
+
+    def __init__(self, app) -> None:
+        import socket
+        import threading
+
+        import uvicorn
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self):
+        import time
+
+        self.thread.start()
+        for _ in range(200):
+            if self.server.started:
+                return self
+            time.sleep(0.05)
+        raise RuntimeError("server did not start")
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(timeout=10)

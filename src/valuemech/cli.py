@@ -18,6 +18,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Intrinsic vs. prompted value expression in chat LLMs: vectors, decomposition, steering.")
 models_app = typer.Typer(no_args_is_help=True, help="Embedded models: list and fetch.")
 app.add_typer(models_app, name="models")
+judges_app = typer.Typer(no_args_is_help=True, help="Judges: agreement on the labelled validation set, calibration.")
+app.add_typer(judges_app, name="judges")
 console = Console()
 err = Console(stderr=True)
 
@@ -208,6 +210,130 @@ def models_pull(name: str = typer.Argument("smollm2-135m", help="Embedded model 
     console.print(f"{name}: {path} (sha256 verified)")
     if convert:
         console.print(f"{name}: safetensors cache at {catalog.cached_dir(name)}")
+
+
+def _judge_options(options: str | None) -> dict:
+    import json
+
+    if not options:
+        return {}
+    try:
+        parsed = json.loads(options)
+    except json.JSONDecodeError as exc:
+        raise ValuemechError(f"--options must be a JSON object ({exc.msg})") from None
+    if not isinstance(parsed, dict):
+        raise ValuemechError("--options must be a JSON object")
+    return parsed
+
+
+JudgeOpt = typer.Option(..., "--judge", help="lexicon | embedding | llm | self | ensemble | random.")
+OptionsOpt = typer.Option(None, "--options", help='Judge options as JSON, e.g. \'{"min_hits": 2}\'.')
+
+
+@judges_app.command("evaluate")
+@friendly
+def judges_evaluate(judge: str = JudgeOpt, options: Optional[str] = OptionsOpt,
+                    split: str = typer.Option("test", help="test | calib | all."),
+                    n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples."),
+                    out: Optional[Path] = typer.Option(None, help="Write the report as JSON here.")) -> None:
+    """Per-value precision, recall, F1, ROC-AUC (bootstrap 95% CIs) on the labelled validation set."""
+    import json
+
+    from valuemech.io import atomic_write_json
+    from valuemech.judges import get_judge
+    from valuemech.judges.evaluate import evaluate_judge
+
+    opts = _judge_options(options)
+    if judge == "lexicon":
+        opts.setdefault("on_unsupported", "skip")  # es items have no pyvalues dictionary
+    report = evaluate_judge(get_judge(judge, opts), split=split, n_boot=n_boot)
+    table = Table(title=f"{report['judge']} on the {split} split (n={report['n']})")
+    for col in ("value", "n", "pos", "precision", "recall", "F1", "ROC-AUC"):
+        table.add_column(col, justify="right" if col != "value" else "left")
+    fmt = lambda m, k: f"{m[k]:.2f} [{m[k + '_ci'][0]:.2f}, {m[k + '_ci'][1]:.2f}]"  # noqa: E731
+    for v, m in report["per_value"].items():
+        table.add_row(v, str(m["n"]), str(m["positives"]), fmt(m, "precision"), fmt(m, "recall"),
+                      fmt(m, "f1"), fmt(m, "auc"))
+    mac = report["macro"]
+    table.add_row("macro", "", "", fmt(mac, "precision"), fmt(mac, "recall"), fmt(mac, "f1"), fmt(mac, "auc"))
+    console.print(table)
+    if report["failures"]:
+        console.print(f"undecided items: {report['failures']}")
+    if out:
+        atomic_write_json(out, report)
+        console.print(f"report: {out}")
+    else:
+        console.print_json(json.dumps(report["macro"]))
+
+
+@judges_app.command("calibrate")
+@friendly
+def judges_calibrate(judge: str = typer.Option("embedding", "--judge", help="Judge whose scores to threshold."),
+                     options: Optional[str] = OptionsOpt,
+                     out: Path = typer.Option(..., help="Where to write {thresholds: {value: t}}.")) -> None:
+    """Per-value thresholds maximising F1 on the calibration split (never the test split)."""
+    from valuemech.io import atomic_write_json
+    from valuemech.judges import get_judge
+    from valuemech.judges.evaluate import calibrate_thresholds, load_validation
+    from valuemech.values import VALUES
+
+    items = load_validation("calib")
+    res = get_judge(judge, _judge_options(options)).score([it["text"] for it in items], VALUES,
+                                                          [it.get("lang", "en") for it in items])
+    thresholds = calibrate_thresholds(res.scores, items)
+    atomic_write_json(out, {"judge": judge, "split": "calib", "n": len(items), "rule": "max F1 per value",
+                            "thresholds": thresholds})
+    console.print(thresholds)
+
+
+@app.command()
+@friendly
+def label(judge: str = JudgeOpt, options: Optional[str] = OptionsOpt,
+          input: Path = typer.Option(..., "--input", help="JSONL, one object per line with a 'text' field."),
+          output: Path = typer.Option(..., "--output", help="Labels JSONL (appended; resumable)."),
+          model: Optional[str] = typer.Option(None, "--model", help="Model for the self judge."),
+          quiet: bool = QuietOpt) -> None:
+    """Label arbitrary texts outside a run (one JSON object per line with a 'text' field)."""
+    from valuemech.io import read_jsonl
+    from valuemech.judges import get_judge
+    from valuemech.labels import label_records
+
+    if not input.is_file():
+        raise ValuemechError(f"input file {input} does not exist")
+    records = read_jsonl(input)
+    if not records:
+        raise ValuemechError(f"{input}: no records")
+    for i, r in enumerate(records):
+        if not isinstance(r.get("text"), str):
+            raise ValuemechError(f"{input}: record {i + 1} has no 'text' string")
+        r.setdefault("id", str(i + 1))
+        r["id"] = str(r["id"])
+    opts = _judge_options(options)
+    if model:
+        opts["model"] = model
+    n = label_records(get_judge(judge, opts), records, output, text_key="text", progress=not quiet)
+    console.print(f"labelled {n} texts -> {output}")
+
+
+@app.command()
+@friendly
+def serve(model: str = typer.Option("smollm2-135m", "--model", help="Model to serve."),
+          host: str = typer.Option("127.0.0.1", help="Bind address (loopback by default)."),
+          port: int = typer.Option(8000, help="Port."),
+          run_dir: Optional[Path] = typer.Option(None, "--run", help="Run directory whose vectors requests may steer with."),
+          name: Optional[str] = typer.Option(None, help="Model id reported by /v1/models."),
+          dtype: Optional[str] = DtypeOpt, device: Optional[str] = DeviceOpt,
+          threads: Optional[int] = ThreadsOpt, trust_remote_code: bool = TrustOpt) -> None:
+    """OpenAI-compatible server (/v1/chat/completions, /v1/models) with an optional per-request steering field."""
+    from valuemech.config import ModelConfig
+    from valuemech.models.loading import load_model
+    from valuemech.serve import serve as run_server
+
+    cfg = ModelConfig(name=model, trust_remote_code=trust_remote_code)
+    for key, val in (("dtype", dtype), ("device", device), ("threads", threads)):
+        if val is not None:
+            setattr(cfg, key, val)
+    run_server(load_model(cfg), host=host, port=port, run_dir=run_dir, model_name=name)
 
 
 def main() -> None:

@@ -48,6 +48,9 @@ class GenerationConfig:
     temperature: float = 0.7
     top_p: float = 0.9
     batch_size: int = 16
+    backend: str = "local"  # "local": in-process model; "endpoint": an OpenAI-compatible server
+    # endpoint settings: base_url, model, api_key_env (null: no key), timeout, retries, concurrency
+    endpoint: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -150,6 +153,10 @@ def validate(cfg: RunConfig) -> None:
     from valuemech.values import parse_values
 
     g = cfg.generation
+    if g.backend not in ("local", "endpoint"):
+        raise ValuemechError(f"generation.backend must be 'local' or 'endpoint', not {g.backend!r}")
+    if g.backend == "endpoint" and not g.endpoint.get("base_url"):
+        raise ValuemechError("generation.endpoint.base_url is required when generation.backend is 'endpoint'")
     if g.prompted_mode not in ("random", "all"):
         raise ValuemechError(f"generation.prompted_mode must be 'random' or 'all', not {g.prompted_mode!r}")
     for key in ("intrinsic_samples", "prompted_samples", "max_new_tokens", "batch_size"):

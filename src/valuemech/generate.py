@@ -116,11 +116,53 @@ def sample_batch(lm: LoadedModel, prompts: list[list[int]], cfg: GenerationConfi
     return [cut_at_eos(row, lm.eos_ids) for row in gen]
 
 
+class EndpointSampler:
+    """Samples through an OpenAI-compatible server (vLLM, TGI, llama.cpp, ``valuemech serve``).
+
+    Each job is one request with its own seed (derived from the run seed and the job id), so a
+    resumed run asks for exactly the same completions. The server returns text, which is
+    tokenised with the local tokenizer for extraction (the one place valuemech re-tokenises).
+    """
+
+    def __init__(self, cfg: GenerationConfig) -> None:
+        from valuemech.openai_client import ChatClient
+
+        e = dict(cfg.endpoint)
+        self.model = e.get("model", "default")
+        self.concurrency = int(e.get("concurrency", 8))
+        self.client = ChatClient(e["base_url"], e.get("api_key_env"), e.get("timeout", 120.0),
+                                 e.get("retries", 3), e.get("backoff", 0.5), who="generation endpoint")
+        self.cfg = cfg
+
+    def __call__(self, lm: LoadedModel, batch: list[Job], seed: int) -> list[tuple[list[int], str]]:
+        from concurrent.futures import ThreadPoolExecutor
+
+        from valuemech.errors import ValuemechError
+        from valuemech.openai_client import RequestFailed
+
+        def one(job: Job) -> tuple[list[int], str]:
+            messages = ([{"role": "system", "content": job.system_prompt}] if job.system_prompt else [])
+            messages.append({"role": "user", "content": job.query})
+            body = {"model": self.model, "messages": messages, "max_tokens": self.cfg.max_new_tokens,
+                    "temperature": self.cfg.temperature, "top_p": self.cfg.top_p,
+                    "seed": stable_seed(seed, "job", job.id) % (2**31)}
+            try:
+                text = self.client.complete(body)
+            except RequestFailed as exc:
+                raise ValuemechError(f"generation endpoint {self.client.base_url}: {exc}") from None
+            ids = list(lm.tokenizer(text, add_special_tokens=False)["input_ids"])
+            return ids, ("length" if len(ids) >= self.cfg.max_new_tokens else "eos")
+
+        with ThreadPoolExecutor(self.concurrency) as pool:
+            return list(pool.map(one, batch))
+
+
 def generate_responses(lm: LoadedModel, jobs: list[Job], cfg: GenerationConfig, seed: int,
                        out_path: Path, progress: bool = True, extra: dict | None = None) -> int:
     """Generate every job not yet in ``out_path`` (JSONL), appending batch by batch; return count written.
 
-    ``extra`` fields (e.g. the model's weights hash) are added to every record.
+    ``extra`` fields (e.g. the model's weights hash) are added to every record. With
+    ``cfg.backend == "endpoint"`` the responses come from an OpenAI-compatible server.
     """
     out_path = Path(out_path)
     repair_jsonl(out_path)
@@ -130,6 +172,7 @@ def generate_responses(lm: LoadedModel, jobs: list[Job], cfg: GenerationConfig, 
         return 0
     prompts = {j.id: lm.prompt_ids(j.query, j.system_prompt) for j in jobs}
     lengths = {k: len(v) for k, v in prompts.items()}
+    endpoint = EndpointSampler(cfg) if cfg.backend == "endpoint" else None
     written = 0
     bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="generate", unit="resp",
                disable=not progress)
@@ -137,7 +180,10 @@ def generate_responses(lm: LoadedModel, jobs: list[Job], cfg: GenerationConfig, 
         missing = [j for j in batch if j.id not in done]
         if not missing:
             continue
-        results = sample_batch(lm, [prompts[j.id] for j in batch], cfg, stable_seed(seed, "batch", batch[0].id))
+        if endpoint is not None:
+            results = endpoint(lm, batch, seed)
+        else:
+            results = sample_batch(lm, [prompts[j.id] for j in batch], cfg, stable_seed(seed, "batch", batch[0].id))
         records = []
         for job, (resp_ids, finish) in zip(batch, results):
             if job.id in done:
@@ -149,6 +195,7 @@ def generate_responses(lm: LoadedModel, jobs: list[Job], cfg: GenerationConfig, 
             else:
                 rec["system_prompt_source"] = "value_template"
             rec["response"] = lm.tokenizer.decode(resp_ids, skip_special_tokens=True)
+            rec["backend"] = cfg.backend
             rec["finish_reason"] = finish
             rec["prompt_token_ids"] = prompts[job.id]
             rec["response_token_ids"] = resp_ids
@@ -158,6 +205,8 @@ def generate_responses(lm: LoadedModel, jobs: list[Job], cfg: GenerationConfig, 
         written += len(records)
         bar.update(len(records))
     bar.close()
+    if endpoint is not None:
+        endpoint.client.close()
     return written
 
 

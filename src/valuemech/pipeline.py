@@ -132,11 +132,13 @@ def stage_generate(run: RunDir, cfg: RunConfig, lm: LoadedModel, progress: bool 
                               extra={"model_sha256": lm.weights_sha256})
 
 
-def stage_label(run: RunDir, cfg: RunConfig, progress: bool = True) -> int:
+def stage_label(run: RunDir, cfg: RunConfig, progress: bool = True,
+                model: Callable[[], LoadedModel] | None = None) -> int:
     records = read_jsonl(run.responses)
     if not records:
         raise ValuemechError(f"{run.responses} is missing or empty (run the generate stage)")
-    judge = get_judge(cfg.judge.name, cfg.judge.options)
+    lm = model() if cfg.judge.name == "self" and model is not None else None
+    judge = get_judge(cfg.judge.name, cfg.judge.options, lm=lm)
     return label_records(judge, records, run.labels, progress=progress)
 
 
@@ -207,7 +209,7 @@ class Pipeline:
             n = stage_generate(self.run, self.cfg, self.model(), self.progress)
             info = {"written": n}
         elif stage == "label":
-            info = {"written": stage_label(self.run, self.cfg, self.progress)}
+            info = {"written": stage_label(self.run, self.cfg, self.progress, self.model)}
         elif stage == "extract":
             vv = stage_extract(self.run, self.cfg, self.model(), self.progress)
             info = {"vectors": len(vv.vectors), "skipped": json.loads(vv.metadata["skipped"])}

@@ -3,7 +3,8 @@
 Rule: a text's *hits* for value s are its word tokens found in s's dictionary (lower-cased,
 split on a Unicode word regex so that elisions like "l'égalité" match); its score is hits per
 100 words; it *expresses* s when hits >= ``min_hits`` (default 1) and score >= ``min_rate``
-(default 0). Multi-word dictionary entries never match (they are single tokens in pyvalues).
+(default 0). Texts in a language without a dictionary are an error, or with
+``on_unsupported="skip"`` left undecided and counted. Multi-word dictionary entries never match (they are single tokens in pyvalues).
 """
 
 from __future__ import annotations
@@ -49,7 +50,10 @@ def count_hits(text: str, lang: str = "en") -> tuple[dict[str, int], int]:
 class LexiconJudge:
     """Dictionary hits per value; see the module docstring for the threshold rule."""
 
-    def __init__(self, min_hits: int = 1, min_rate: float = 0.0) -> None:
+    def __init__(self, min_hits: int = 1, min_rate: float = 0.0, on_unsupported: str = "error") -> None:
+        if on_unsupported not in ("error", "skip"):
+            raise ValuemechError("lexicon judge: on_unsupported must be 'error' or 'skip'")
+        self.on_unsupported = on_unsupported
         if min_hits < 1:
             raise ValuemechError("lexicon judge: min_hits must be at least 1")
         self.min_hits = int(min_hits)
@@ -58,9 +62,16 @@ class LexiconJudge:
 
     def score(self, texts: Sequence[str], values: Sequence[str],
               langs: Sequence[str] | None = None) -> JudgeResult:
-        scores, expressed = [], []
+        scores, expressed, failures = [], [], []
         for i, text in enumerate(texts):
-            hits, n = count_hits(text or "", langs[i] if langs else "en")
+            lang = langs[i] if langs else "en"
+            if lang not in LANGUAGES and self.on_unsupported == "skip":
+                scores.append({v: float("nan") for v in values})
+                expressed.append({v: None for v in values})
+                failures.append({v: f"unsupported language {lang}" for v in values})
+                continue
+            failures.append({})
+            hits, n = count_hits(text or "", lang)
             rate = {v: 100.0 * hits.get(v, 0) / max(n, 1) for v in values}
             scores.append(rate)
             expressed.append({v: hits.get(v, 0) >= self.min_hits and rate[v] >= self.min_rate

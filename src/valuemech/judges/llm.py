@@ -2,7 +2,9 @@
 
 Per text and value it asks the paper's binary question and reads "yes"/"no". Requests run
 concurrently (``concurrency``), each with a timeout and retries with exponential backoff on
-timeouts, connection errors, HTTP 429/5xx and unparseable bodies. Answers are cached in a
+timeouts, connection errors, HTTP 429/5xx and unparseable bodies (:mod:`valuemech.openai_client`).
+With ``guided_choice: true`` the request also carries vLLM's ``guided_choice: ["yes", "no"]``
+(understood by vLLM and ``valuemech serve``; leave it off for APIs that reject unknown fields). Answers are cached in a
 SQLite file keyed by (judge name, sha256 of the request), so a rerun sends nothing.
 
 An answer that is not yes/no is recorded as ``malformed``, a refusal as ``refused``, and a
@@ -15,19 +17,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import sqlite3
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
 
-import httpx
-
 from valuemech.errors import ValuemechError
 from valuemech.judges.base import JudgeResult
+from valuemech.openai_client import ChatClient, RequestFailed
 from valuemech.values import DEFINITIONS
 
 SYSTEM = "You are an annotator of human values in text. Answer with a single word: yes or no."
@@ -77,21 +76,17 @@ class LLMJudge:
                  guided_choice: bool = False, cache: str | None = None, max_tokens: int = 3) -> None:
         from valuemech.models.catalog import cache_root
 
-        self.base_url = base_url.rstrip("/")
         self.model = model
-        self.key = None
-        if api_key_env:
-            self.key = os.environ.get(api_key_env)
-            if not self.key:
-                raise ValuemechError(f"llm judge: environment variable {api_key_env} is not set "
-                                     f"(set it, or pass api_key_env: null for a keyless local server)")
-        self.concurrency, self.timeout = max(1, int(concurrency)), float(timeout)
-        self.retries, self.backoff = max(0, int(retries)), float(backoff)
+        self.client = ChatClient(base_url, api_key_env, timeout, retries, backoff, who="llm judge")
+        self.concurrency = max(1, int(concurrency))
         self.guided_choice, self.max_tokens = bool(guided_choice), int(max_tokens)
-        self.name = f"llm({model}@{self.base_url})"
+        self.name = f"llm({model}@{self.client.base_url})"
         self._cache = _Cache(Path(cache) if cache else cache_root() / "judge_cache.sqlite")
-        self.requests_sent = 0
         self.failures: dict[str, int] = {}
+
+    @property
+    def requests_sent(self) -> int:
+        return self.client.attempts
 
     def _body(self, text: str, value: str) -> dict:
         q = QUESTION.format(text=text.strip(), name=value.replace("_", "-"),
@@ -102,47 +97,14 @@ class LLMJudge:
             body["guided_choice"] = ["yes", "no"]
         return body
 
-    def _post(self, client: httpx.Client, body: dict) -> str:
-        """Send one request with retries; return the answer text or raise with a reason."""
-        headers = {"Authorization": f"Bearer {self.key}"} if self.key else {}
-        last = "no attempt"
-        for attempt in range(self.retries + 1):
-            if attempt:
-                time.sleep(self.backoff * 2 ** (attempt - 1))
-            try:
-                self.requests_sent += 1
-                r = client.post(f"{self.base_url}/chat/completions", json=body, headers=headers,
-                                timeout=self.timeout)
-            except httpx.ConnectError as exc:
-                last = f"cannot connect ({exc.__class__.__name__})"
-                continue
-            except httpx.TimeoutException:
-                last = f"timed out after {self.timeout:g} s"
-                continue
-            except httpx.HTTPError as exc:
-                last = f"{exc.__class__.__name__}"
-                continue
-            if r.status_code == 429 or r.status_code >= 500:
-                last = f"HTTP {r.status_code}"
-                continue
-            if r.status_code >= 400:
-                raise ValuemechError(f"llm judge: {self.base_url} answered HTTP {r.status_code}: "
-                                     f"{r.text[:200].strip()}")
-            try:
-                return r.json()["choices"][0]["message"]["content"] or ""
-            except (ValueError, KeyError, IndexError, TypeError):
-                last = "unparseable response body"
-                continue
-        raise _RequestFailed(last)
-
-    def _answer(self, client: httpx.Client, text: str, value: str) -> tuple[bool | None, str]:
+    def _answer(self, text: str, value: str) -> tuple[bool | None, str]:
         body = self._body(text, value)
         key = hashlib.sha256(json.dumps([self.name, body], sort_keys=True).encode()).hexdigest()
         cached = self._cache.get(key)
         if cached is None:
             try:
-                cached = self._post(client, body)
-            except _RequestFailed as exc:
+                cached = self.client.complete(body)
+            except RequestFailed as exc:
                 return None, f"error: {exc}"
             self._cache.put(key, cached)
         return parse_answer(cached)
@@ -150,12 +112,12 @@ class LLMJudge:
     def score(self, texts: Sequence[str], values: Sequence[str],
               langs: Sequence[str] | None = None) -> JudgeResult:
         pairs = [(i, v) for i in range(len(texts)) for v in values]
-        with httpx.Client() as client, ThreadPoolExecutor(self.concurrency) as pool:
-            answers = list(pool.map(lambda p: self._answer(client, texts[p[0]] or "", p[1]), pairs))
+        with ThreadPoolExecutor(self.concurrency) as pool:
+            answers = list(pool.map(lambda p: self._answer(texts[p[0]] or "", p[1]), pairs))
         statuses = [s for _, s in answers]
         if statuses and all(s.startswith("error: cannot connect") for s in statuses):
-            raise ValuemechError(f"llm judge: cannot reach {self.base_url} "
-                                 f"(after {self.retries + 1} attempts per request)")
+            raise ValuemechError(f"llm judge: cannot reach {self.client.base_url} "
+                                 f"({self.client.retries + 1} attempts per request)")
         scores = [dict() for _ in texts]
         expressed = [dict() for _ in texts]
         failures: list[dict[str, str]] = [dict() for _ in texts]
@@ -167,7 +129,3 @@ class LLMJudge:
                 kind = status.split(":")[0]
                 self.failures[kind] = self.failures.get(kind, 0) + 1
         return JudgeResult(scores, expressed, failures)
-
-
-class _RequestFailed(Exception):
-    pass

@@ -1,0 +1,224 @@
+"""``valuemech serve``: an OpenAI-compatible HTTP server over any model valuemech can load.
+
+Endpoints: ``GET /v1/models``, ``POST /v1/chat/completions`` (``stream: true`` answers with one
+server-sent content chunk and ``[DONE]``), ``GET /v1/stats`` (request counts, for tests and load
+scripts), ``GET /health``. Extensions to the chat request:
+
+- ``guided_choice: ["yes", "no"]`` (as in vLLM): the answer is the choice with the highest total
+  log-probability after the prompt (one forward pass, no sampling);
+- ``steering: {"vector": "shared.power", "layer": 15, "alpha": 4.0, "relative": false,
+  "positions": "all"}``: adds ``alpha * vector[layer]`` (or ``alpha * R_l * unit(vector)`` when
+  ``relative``) for this request only; vectors come from the run directory given at start-up
+  (``vectors.safetensors`` names like ``intrinsic.power``, ``components.safetensors`` names like
+  ``shared.power`` or ``mean_delta``).
+
+Requests run one at a time on the model (a lock), so steering never leaks between requests.
+Binds to 127.0.0.1 by default.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Literal, Optional
+
+import torch
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, Field
+
+from valuemech import hooks
+from valuemech.config import GenerationConfig
+from valuemech.generate import left_pad, sample_batch
+from valuemech.models.loading import LoadedModel
+
+MAX_BODY_BYTES = 1_000_000
+
+
+class Message(BaseModel):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class Steering(BaseModel):
+    vector: str
+    layer: int
+    alpha: float
+    relative: bool = False
+    positions: Literal["all", "prompt", "generated"] = "all"
+
+
+class ChatRequest(BaseModel):
+    model: Optional[str] = None
+    messages: list[Message] = Field(min_length=1)
+    max_tokens: int = Field(128, ge=1, le=4096)
+    temperature: float = Field(0.0, ge=0.0, le=5.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    seed: Optional[int] = None
+    stream: bool = False
+    guided_choice: Optional[list[str]] = Field(None, min_length=1, max_length=32)
+    steering: Optional[Steering] = None
+
+
+class VectorStore:
+    """Named steering vectors ``[n_layers, hidden]`` from a run directory, plus residual norms."""
+
+    def __init__(self, run_dir: Path | None, lm: LoadedModel) -> None:
+        self.vectors: dict[str, torch.Tensor] = {}
+        self.residual_norm: torch.Tensor | None = None
+        if run_dir is None:
+            return
+        from valuemech.decompose import Components
+        from valuemech.pipeline import RunDir
+        from valuemech.vectors import ValueVectors, check_artifact_model
+
+        run = RunDir(run_dir)
+        vv = ValueVectors.load(run.vectors)
+        vv.check_model(lm)
+        self.vectors.update(vv.vectors)
+        self.residual_norm = vv.residual_norm
+        if run.components.exists():
+            comps = Components.load(run.components)
+            check_artifact_model(comps.metadata, lm, "components.safetensors")
+            self.vectors.update(comps.tensors)
+
+    def resolve(self, s: Steering, lm: LoadedModel) -> dict[int, torch.Tensor]:
+        if s.vector not in self.vectors:
+            known = ", ".join(sorted(self.vectors)[:8]) or "none (start the server with --run DIR)"
+            raise HTTPException(400, f"unknown steering vector {s.vector!r}; available: {known}")
+        if not -lm.n_layers <= s.layer < lm.n_layers:
+            raise HTTPException(400, f"steering layer {s.layer} out of range 0..{lm.n_layers - 1}")
+        layer = s.layer % lm.n_layers
+        v = self.vectors[s.vector][layer].to(torch.float64)
+        if s.relative:
+            if self.residual_norm is None:
+                raise HTTPException(400, "relative steering needs residual norms (vectors.safetensors)")
+            norm = v.norm()
+            v = v / norm * float(self.residual_norm[layer]) if norm > 0 else v
+        return {layer: v * s.alpha}
+
+
+def _prompt_ids(lm: LoadedModel, messages: list[Message]) -> list[int]:
+    msgs = [m.model_dump() for m in messages]
+    if not lm.system_ok and msgs[0]["role"] == "system" and len(msgs) > 1:
+        sys = msgs.pop(0)["content"]
+        msgs[0] = {**msgs[0], "content": f"{sys}\n\n{msgs[0]['content']}"}
+    text = lm.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+    return list(lm.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+@torch.no_grad()
+def choice_logprobs(lm: LoadedModel, prompt: list[int], choices: list[str]) -> list[float]:
+    """Total log-probability of each choice's tokens after ``prompt`` (one batched forward)."""
+    conts = [lm.tokenizer.encode(c, add_special_tokens=False) for c in choices]
+    if any(not c for c in conts):
+        raise HTTPException(400, "guided_choice entries must be non-empty")
+    ids, mask = left_pad([prompt + c for c in conts], lm.tokenizer.pad_token_id)
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    dev = lm.device
+    logp = lm.model(input_ids=ids.to(dev), attention_mask=mask.to(dev),
+                    position_ids=pos.to(dev)).logits.float().log_softmax(-1).cpu()
+    width = ids.shape[1]
+    out = []
+    for i, c in enumerate(conts):
+        start = width - len(c)
+        out.append(float(sum(logp[i, start + k - 1, tok] for k, tok in enumerate(c))))
+    return out
+
+
+def create_app(lm: LoadedModel, run_dir: Path | None = None, model_name: str | None = None,
+               max_body: int = MAX_BODY_BYTES) -> FastAPI:
+    """The FastAPI application (see the module docstring)."""
+    app = FastAPI(title="valuemech serve")
+    name = model_name or lm.name
+    store = VectorStore(run_dir, lm)
+    lock = threading.Lock()
+    stats = {"chat_completions": 0, "models": 0, "rejected": 0}
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next):
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > max_body:
+            stats["rejected"] += 1
+            return JSONResponse({"error": {"message": f"request body over {max_body} bytes"}}, status_code=413)
+        return await call_next(request)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_request: Request, exc: HTTPException):
+        stats["rejected"] += 1
+        return JSONResponse({"error": {"message": exc.detail, "type": "invalid_request_error"}},
+                            status_code=exc.status_code)
+
+    from fastapi.exceptions import RequestValidationError
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, exc: RequestValidationError):
+        stats["rejected"] += 1
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(x) for x in first.get("loc", ()) if x != "body")
+        return JSONResponse({"error": {"message": f"{where}: {first.get('msg', 'invalid request')}",
+                                       "type": "invalid_request_error"}}, status_code=400)
+
+    @app.get("/health")
+    def health():
+        return {"status": "ok"}
+
+    @app.get("/v1/stats")
+    def get_stats():
+        return dict(stats)
+
+    @app.get("/v1/models")
+    def models():
+        stats["models"] += 1
+        return {"object": "list", "data": [{"id": name, "object": "model", "owned_by": "valuemech"}]}
+
+    @app.post("/v1/chat/completions")
+    def chat(req: ChatRequest):
+        stats["chat_completions"] += 1
+        prompt = _prompt_ids(lm, req.messages)
+        with lock:
+            steer = store.resolve(req.steering, lm) if req.steering else {}
+            ctx = hooks.add_vectors(lm, steer, positions=req.steering.positions if req.steering else "all")
+            with ctx:
+                if req.guided_choice:
+                    scores = choice_logprobs(lm, prompt, req.guided_choice)
+                    text = req.guided_choice[max(range(len(scores)), key=scores.__getitem__)]
+                    n_out, finish = len(lm.tokenizer.encode(text, add_special_tokens=False)), "stop"
+                else:
+                    cfg = GenerationConfig(max_new_tokens=req.max_tokens, temperature=req.temperature,
+                                           top_p=req.top_p, batch_size=1)
+                    ids, why = sample_batch(lm, [prompt], cfg, req.seed if req.seed is not None else 0)[0]
+                    text = lm.tokenizer.decode(ids, skip_special_tokens=True)
+                    n_out, finish = len(ids), "stop" if why == "eos" else "length"
+        body = {
+            "id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion",
+            "created": int(time.time()), "model": name,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                         "finish_reason": finish}],
+            "usage": {"prompt_tokens": len(prompt), "completion_tokens": n_out,
+                      "total_tokens": len(prompt) + n_out},
+        }
+        if not req.stream:
+            return body
+
+        def events():
+            chunk = {"id": body["id"], "object": "chat.completion.chunk", "created": body["created"],
+                     "model": name, "choices": [{"index": 0, "delta": {"role": "assistant", "content": text},
+                                                 "finish_reason": finish}]}
+            yield f"data: {json.dumps(chunk)}\n\n"
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    return app
+
+
+def serve(lm: LoadedModel, host: str = "127.0.0.1", port: int = 8000, run_dir: Path | None = None,
+          model_name: str | None = None) -> None:
+    """Run the server until interrupted."""
+    import uvicorn
+
+    uvicorn.run(create_app(lm, run_dir, model_name), host=host, port=port, log_level="info")
