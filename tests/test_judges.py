@@ -52,3 +52,79 @@ def test_label_records_resume_and_judge_mismatch(tmp_path):
     assert labels["r1"]["benevolence"] is True
     with pytest.raises(ValuemechError, match="holds labels from judge"):
         label_records(get_judge("random"), recs, out, progress=False)
+
+
+def _all_values_for_every_text(res, n):
+    assert len(res.scores) == len(res.expressed) == n
+    for s, e in zip(res.scores, res.expressed):
+        assert set(s) == set(e) == set(VALUES)
+
+
+def test_embedding_judge_scores_every_value_and_ranks_obvious_texts():
+    j = get_judge("embedding")
+    texts = ["Honour the customs and religious rituals your family has kept for generations.",
+             "Go skydiving, try something thrilling and new!", ""]
+    res = j.score(texts, VALUES)
+    _all_values_for_every_text(res, 3)
+    assert max(res.scores[0], key=res.scores[0].get) == "tradition"
+    assert max(res.scores[1], key=res.scores[1].get) == "stimulation"
+    assert not any(res.expressed[2].values())  # empty text expresses nothing
+    fixed = get_judge("embedding", {"threshold": -1.0}).score(texts[:1], VALUES)
+    assert all(fixed.expressed[0].values())
+
+
+def test_self_judge_equals_hand_computation_from_logits(tiny_llama):
+    import torch
+
+    j = get_judge("self", {"threshold": 0.5}, lm=tiny_llama)
+    res = j.score(["Family first.", ""], ["benevolence", "power"])
+    ids = torch.tensor([j.prompt("Family first.", "power")])
+    with torch.no_grad():
+        probs = tiny_llama.model(ids).logits[0, -1].softmax(-1)
+    p_yes, p_no = float(probs[j.yes].sum()), float(probs[j.no].sum())
+    assert res.scores[0]["power"] == pytest.approx(p_yes / (p_yes + p_no), rel=1e-5)
+    assert res.expressed[0]["power"] == (res.scores[0]["power"] >= 0.5)
+    assert res.expressed[1] == {"benevolence": False, "power": False}
+
+
+def test_ensemble_rules_and_abstentions():
+    from valuemech.judges.base import JudgeResult
+    from valuemech.judges.ensemble import EnsembleJudge
+
+    class Fixed:
+        def __init__(self, name, labels):
+            self.name, self.labels = name, labels
+
+        def score(self, texts, values, langs=None):
+            return JudgeResult([{v: 0.0 for v in values}] * len(texts), [dict(self.labels) for _ in texts])
+
+    a = Fixed("a", {"power": True, "security": None, "tradition": None})
+    b = Fixed("b", {"power": False, "security": True, "tradition": None})
+    c = Fixed("c", {"power": True, "security": False, "tradition": None})
+    vals = ["power", "security", "tradition"]
+    maj = EnsembleJudge([a, b, c]).score(["t"], vals)
+    assert maj.expressed[0] == {"power": True, "security": False, "tradition": None}
+    assert maj.scores[0]["power"] == pytest.approx(2 / 3)
+    assert EnsembleJudge([a, b, c], "any").score(["t"], vals).expressed[0]["security"] is True
+    assert EnsembleJudge([a, b, c], "all").score(["t"], vals).expressed[0]["power"] is False
+    ens = get_judge("ensemble", {"members": ["lexicon", "random"], "rule": "any"})
+    _all_values_for_every_text(ens.score(["", "kindness"], VALUES), 2)
+    with pytest.raises(ValuemechError, match="at least two"):
+        get_judge("ensemble", {"members": ["lexicon"]})
+
+
+def test_agreement_metrics_hand_computed():
+    import numpy as np
+
+    from valuemech.judges.evaluate import agreement, calibrate_thresholds, prf, roc_auc
+
+    assert roc_auc(np.array([1, 0, 1, 0]), np.array([0.9, 0.1, 0.8, 0.3])) == 1.0
+    assert roc_auc(np.array([1, 0]), np.array([0.5, 0.5])) == 0.5
+    assert prf(np.array([True, True, False]), np.array([True, False, True])) == (0.5, 0.5, 0.5)
+    gold = [{"labels": {"power": 1}}, {"labels": {"power": 0}}, {"labels": {"power": 1}}]
+    rep = agreement(gold, [{"power": True}, {"power": True}, {"power": None}],
+                    [{"power": 1.0}, {"power": 1.0}, {"power": float("nan")}], n_boot=50, values=["power"])
+    pv = rep["per_value"]["power"]
+    assert (pv["precision"], pv["recall"], pv["n"], pv["undecided"]) == (0.5, 1.0, 2, 1)
+    t = calibrate_thresholds([{"power": 0.2}, {"power": 0.7}, {"power": 0.9}], gold, ["power"])
+    assert t == {"power": 0.2}  # F1: 0.8 at 0.2, 0.5 at 0.7, 0.67 at 0.9

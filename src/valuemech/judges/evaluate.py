@@ -100,12 +100,17 @@ def agreement(gold: Sequence[dict[str, int]], expressed: Sequence[dict[str, bool
             **{f"{k}_ci": _ci(samples[k]) for k in point},
             "n": len(keep), "positives": int(y.sum()), "undecided": len(gold) - len(keep),
         }
-    macro = {k: float(np.nanmean([out["per_value"][v][k] for v in values])) for k in boot_macro}
+    macro = {k: _nanmean([out["per_value"][v][k] for v in values]) for k in boot_macro}
     for b in range(n_boot):
         for k in boot_macro:
-            boot_macro[k].append(float(np.nanmean([per_boot[b][v][k] for v in values])))
+            boot_macro[k].append(_nanmean([per_boot[b][v][k] for v in values]))
     out["macro"] = {**macro, **{f"{k}_ci": _ci(boot_macro[k]) for k in boot_macro}}
     return out
+
+
+def _nanmean(xs: list[float]) -> float:
+    arr = np.array([x for x in xs if not math.isnan(x)])
+    return float(arr.mean()) if len(arr) else float("nan")
 
 
 def _ci(samples: list[float]) -> list[float]:

@@ -3,7 +3,7 @@
 One forward pass per (text, value) with no sampling: the question is chat-formatted, and the
 next-token distribution after the assistant header is read (``logits_to_keep=1``). Score =
 P(yes) / (P(yes) + P(no)), where P(yes) sums the probabilities of the first tokens of "yes",
-"Yes", " yes", " Yes" (likewise for no); expressed when the score reaches ``threshold``
+"Yes", " yes", " Yes" (likewise for no; a first token shared by both sides is dropped); expressed when the score reaches ``threshold``
 (default 0.5). The share of probability mass on yes/no tokens is kept in ``self.last_mass``.
 """
 
@@ -32,10 +32,13 @@ class SelfJudge:
 
     def __init__(self, lm: LoadedModel, threshold: float = 0.5, batch_size: int = 16) -> None:
         self.lm, self.threshold, self.batch_size = lm, float(threshold), int(batch_size)
-        self.yes = _first_ids(lm.tokenizer, ["yes", "Yes", " yes", " Yes"])
-        self.no = _first_ids(lm.tokenizer, ["no", "No", " no", " No"])
-        if set(self.yes) & set(self.no):
-            raise ValueError("yes and no share a first token in this tokenizer")
+        yes = _first_ids(lm.tokenizer, ["yes", "Yes", " yes", " Yes"])
+        no = _first_ids(lm.tokenizer, ["no", "No", " no", " No"])
+        shared = set(yes) & set(no)  # e.g. a bare space token in byte-level vocabularies
+        self.yes = [t for t in yes if t not in shared]
+        self.no = [t for t in no if t not in shared]
+        if not self.yes or not self.no:
+            raise ValueError("this tokenizer has no first token that tells yes from no")
         self.name = f"self({lm.model_id},t={self.threshold:g})"
         self.last_mass: list[float] = []
 
