@@ -93,3 +93,36 @@ def test_every_subcommand_has_help():
                 ["models", "--help"], ["models", "list", "--help"], ["models", "pull", "--help"]):
         result = invoke(*cmd)
         assert result.exit_code == 0 and "Usage" in result.output, cmd
+
+
+def test_label_command_and_judge_errors(tmp_path):
+    inp = tmp_path / "texts.jsonl"
+    inp.write_text('{"text": "Family comes first; be loyal and kind."}\n{"id": "b", "text": ""}\n')
+    out = tmp_path / "labels.jsonl"
+    r = invoke("label", "--judge", "lexicon", "--input", inp, "--output", out)
+    assert r.exit_code == 0, r.output
+    rows = read_jsonl(out)
+    assert [x["response_id"] for x in rows] == ["1", "b"] and rows[0]["expressed"]["benevolence"]
+    assert_one_line_error(invoke("label", "--judge", "oracle", "--input", inp, "--output", out), "unknown judge 'oracle'")
+    assert_one_line_error(invoke("label", "--judge", "llm", "--options", '{"api_key_env": "VM_NO_SUCH_KEY"}',
+                                 "--input", inp, "--output", tmp_path / "x.jsonl"), "VM_NO_SUCH_KEY is not set")
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    opts = json.dumps({"base_url": f"http://127.0.0.1:{dead}/v1", "api_key_env": None, "retries": 0,
+                       "cache": str(tmp_path / "c.sqlite")})
+    assert_one_line_error(invoke("label", "--judge", "llm", "--options", opts, "--input", inp,
+                                 "--output", tmp_path / "y.jsonl"), "cannot reach")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"body": 1}\n')
+    assert_one_line_error(invoke("label", "--judge", "lexicon", "--input", bad, "--output", out), "no 'text'")
+
+
+def test_judges_evaluate_writes_report(tmp_path):
+    out = tmp_path / "lex.json"
+    r = invoke("judges", "evaluate", "--judge", "lexicon", "--n-boot", "20", "--out", out)
+    assert r.exit_code == 0, r.output
+    rep = json.loads(out.read_text())
+    assert rep["split"] == "test" and set(rep["per_value"]) and "f1_ci" in rep["macro"]
+    assert rep["failures"].get("unsupported language es", 0) > 0  # Spanish items: no pyvalues dictionary

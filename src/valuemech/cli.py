@@ -113,7 +113,8 @@ def run(
     seed: Optional[int] = typer.Option(None, help="Seed for query choice, value draws and sampling."),
     n_queries: Optional[int] = typer.Option(None, "--n-queries", help="How many queries to use."),
     queries: Optional[str] = typer.Option(None, help='"builtin" or a query file (JSONL/CSV/ShareGPT/Value Portrait).'),
-    judge: Optional[str] = typer.Option(None, help="Judge name (lexicon, random)."),
+    judge: Optional[str] = typer.Option(None, help="Judge: lexicon, embedding, llm, self, ensemble, random."),
+    judge_options: Optional[str] = typer.Option(None, "--judge-options", help="Judge options as JSON."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Generation batch size."),
     prompted_mode: Optional[str] = typer.Option(None, "--prompted-mode", help="random | all."),
     values: Optional[str] = typer.Option(None, help="Comma list of values to prompt (default all)."),
@@ -129,6 +130,9 @@ def run(
 
     ov = _overrides(model, dtype, device, device_map, threads, trust_remote_code, layers_path,
                     mlp_down_path, seed, n_queries, queries, judge, batch_size, prompted_mode, values)
+    if judge_options is not None:
+        ov.setdefault("judge", {"name": judge or make_config(preset).judge.name})
+        ov["judge"]["options"] = _judge_options(judge_options)
     if config is not None:
         base = load_config(config)
         cfg = make_config(base.preset, _merge_dicts(base.to_dict(), ov))

@@ -76,4 +76,4 @@ class LexiconJudge:
             scores.append(rate)
             expressed.append({v: hits.get(v, 0) >= self.min_hits and rate[v] >= self.min_rate
                               for v in values})
-        return JudgeResult(scores, expressed)
+        return JudgeResult(scores, expressed, failures)
