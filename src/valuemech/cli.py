@@ -270,6 +270,36 @@ def judges_evaluate(judge: str = JudgeOpt, options: Optional[str] = OptionsOpt,
         console.print_json(json.dumps(report["macro"]))
 
 
+@judges_app.command("table")
+@friendly
+def judges_table(reports: list[Path] = typer.Argument(..., help="JSON reports of `judges evaluate --out`.")) -> None:
+    """Print Markdown tables (macro and per-value F1 / ROC-AUC) from evaluation reports."""
+    import json
+
+    from valuemech.values import VALUES
+
+    loaded = []
+    for p in reports:
+        try:
+            loaded.append(json.loads(Path(p).read_text()))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ValuemechError(f"{p}: not a readable report ({exc.__class__.__name__})") from None
+    ci = lambda m, k: f"{m[k]:.2f} [{m[k + '_ci'][0]:.2f}, {m[k + '_ci'][1]:.2f}]"  # noqa: E731
+    print("| judge | n | precision | recall | F1 | ROC-AUC | undecided |")
+    print("|---|---|---|---|---|---|---|")
+    for r in loaded:
+        m = r["macro"]
+        und = sum(r.get("failures", {}).values())
+        print(f"| `{r['judge']}` | {r['n']} | {ci(m, 'precision')} | {ci(m, 'recall')} | {ci(m, 'f1')} | "
+              f"{ci(m, 'auc')} | {und} |")
+    print()
+    print("| value | " + " | ".join(f"F1 / AUC: {r['judge'].split('(')[0]}" for r in loaded) + " |")
+    print("|---|" + "---|" * len(loaded))
+    for v in VALUES:
+        cells = [f"{r['per_value'][v]['f1']:.2f} / {r['per_value'][v]['auc']:.2f}" for r in loaded]
+        print(f"| {v} | " + " | ".join(cells) + " |")
+
+
 @judges_app.command("calibrate")
 @friendly
 def judges_calibrate(judge: str = typer.Option("embedding", "--judge", help="Judge whose scores to threshold."),

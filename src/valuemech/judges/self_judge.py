@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+from tqdm.auto import tqdm
 
 from valuemech.generate import left_pad
 from valuemech.judges.base import JudgeResult
@@ -30,8 +31,10 @@ def _first_ids(tokenizer, words: Sequence[str]) -> list[int]:
 class SelfJudge:
     """The model under study as its own binary judge."""
 
-    def __init__(self, lm: LoadedModel, threshold: float = 0.5, batch_size: int = 16) -> None:
+    def __init__(self, lm: LoadedModel, threshold: float = 0.5, batch_size: int = 16,
+                 progress: bool = True) -> None:
         self.lm, self.threshold, self.batch_size = lm, float(threshold), int(batch_size)
+        self.progress = progress
         yes = _first_ids(lm.tokenizer, ["yes", "Yes", " yes", " Yes"])
         no = _first_ids(lm.tokenizer, ["no", "No", " no", " No"])
         shared = set(yes) & set(no)  # e.g. a bare space token in byte-level vocabularies
@@ -52,6 +55,7 @@ class SelfJudge:
         """P(yes)/(P(yes)+P(no)) and the yes+no mass for each prompt."""
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         out_p, out_m = [0.0] * len(prompts), [0.0] * len(prompts)
+        bar = tqdm(total=len(prompts), desc="self judge", unit="q", disable=not self.progress or len(prompts) < 64)
         for s in range(0, len(order), self.batch_size):
             idx = order[s: s + self.batch_size]
             ids, mask = left_pad([prompts[i] for i in idx], self.lm.tokenizer.pad_token_id)
@@ -65,6 +69,8 @@ class SelfJudge:
                 total = float(p_yes[k] + p_no[k])
                 out_p[i] = float(p_yes[k]) / total if total > 0 else 0.5
                 out_m[i] = total
+            bar.update(len(idx))
+        bar.close()
         return out_p, out_m
 
     def score(self, texts: Sequence[str], values: Sequence[str],

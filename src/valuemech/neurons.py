@@ -1,0 +1,146 @@
+"""Value neurons (DESIGN §1.5): MLP neurons whose output weights lie in span(v_int, v_prompt).
+
+Neuron i of block l writes ``act_i * w_i`` into the residual stream, ``w_i = down_proj.weight[:, i]``.
+Per value and block, ``w_i`` is projected onto the plane spanned by ``u_shared`` and ``u_int`` (the
+orthonormal SVD axes of ``[v_int, v_prompt]``); neurons are ranked by the projection's norm and the
+top ``k_percent`` kept. A kept neuron is assigned to the nearest of ``u_shared``, ``u_int``,
+``u_prompt = -u_int`` by the angle of its projection, when that angle is below ``max_angle``
+degrees (30 by default), else ``none``. The sign of ``w_i`` is kept as is: a neuron writing along
+``-u_shared`` is not shared.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import Counter
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from valuemech.decompose import Components
+from valuemech.errors import ValuemechError
+from valuemech.generate import left_pad
+from valuemech.hooks import read_neurons
+from valuemech.models.loading import LoadedModel
+
+CLASSES = ("shared", "intrinsic", "prompted", "none")
+
+
+@dataclass
+class NeuronInfo:
+    """One kept neuron of one value and block."""
+
+    layer: int
+    neuron: int
+    proj_norm: float
+    angle_shared: float  # degrees between the projection and u_shared
+    angle_intrinsic: float
+    angle_prompted: float
+    cls: str
+
+
+def classify_layer(w_out: torch.Tensor, u_shared: torch.Tensor, u_int: torch.Tensor, layer: int,
+                   k_percent: float = 1.0, max_angle: float = 30.0) -> list[NeuronInfo]:
+    """Rank the columns of ``w_out`` ``[d, d_mlp]`` by projection onto span(u_shared, u_int); classify the top k%."""
+    w = w_out.detach().to("cpu", torch.float64)
+    x = u_shared.double() @ w  # [d_mlp]
+    y = u_int.double() @ w
+    norm = torch.sqrt(x ** 2 + y ** 2)
+    n_keep = max(1, int(math.ceil(w.shape[1] * k_percent / 100.0)))
+    top = torch.topk(norm, n_keep).indices.tolist()
+    out = []
+    for i in top:
+        n = float(norm[i])
+        if n == 0.0:
+            angles = (90.0, 90.0, 90.0)
+        else:
+            cx, cy = float(x[i]) / n, float(y[i]) / n
+            angles = tuple(math.degrees(math.acos(max(-1.0, min(1.0, c)))) for c in (cx, cy, -cy))
+        best = min(range(3), key=lambda j: angles[j])
+        cls = ("shared", "intrinsic", "prompted")[best] if angles[best] < max_angle else "none"
+        out.append(NeuronInfo(layer, i, n, *angles, cls))
+    return out
+
+
+def find_value_neurons(lm: LoadedModel, comps: Components, values: list[str] | None = None,
+                       k_percent: float = 1.0, max_angle: float = 30.0) -> dict[str, list[NeuronInfo]]:
+    """Kept and classified neurons per value over every block."""
+    if not 0 < k_percent <= 100:
+        raise ValuemechError("k_percent must be in (0, 100]")
+    values = values or [k.split(".", 1)[1] for k in comps.tensors if k.startswith("shared.")]
+    out = {}
+    for v in values:
+        u_s, u_i = comps.get("shared", v), comps.get("intrinsic_unique", v)
+        kept = []
+        for layer, down in enumerate(lm.arch.down_projs):
+            kept += classify_layer(down.weight, u_s[layer], u_i[layer], layer, k_percent, max_angle)
+        out[v] = kept
+    return out
+
+
+def counts_per_layer(neurons: list[NeuronInfo], n_layers: int) -> dict[str, list[int]]:
+    """``{class: [count in block 0, 1, ...]}`` (the paper's Figure 3)."""
+    counts = {c: [0] * n_layers for c in CLASSES}
+    for n in neurons:
+        counts[n.cls][n.layer] += 1
+    return counts
+
+
+def overlap(neurons: dict[str, list[NeuronInfo]]) -> dict:
+    """How often the same (block, neuron) is kept for several values, per class."""
+    seen: Counter = Counter()
+    for kept in neurons.values():
+        for n in kept:
+            if n.cls != "none":
+                seen[n.layer, n.neuron, n.cls] += 1
+    multi = Counter(c for (_, _, c), k in seen.items() if k > 1)
+    return {"neurons_in_several_values": dict(multi), "distinct_classified": len(seen)}
+
+
+@torch.no_grad()
+def top_activations(lm: LoadedModel, records: list[dict], targets: list[tuple[int, int]], top_n: int = 5,
+                    context: int = 6, batch_size: int = 8, progress: bool = True) -> dict[tuple[int, int], list[dict]]:
+    """For each (block, neuron), the ``top_n`` response tokens with the highest activation, with context."""
+    by_layer: dict[int, list[int]] = {}
+    for layer, idx in targets:
+        by_layer.setdefault(layer, []).append(idx)
+    heaps: dict[tuple[int, int], list] = {t: [] for t in targets}
+    recs = [r for r in records if r.get("response_token_ids")]
+    tok = lm.tokenizer
+    for s in tqdm(range(0, len(recs), batch_size), desc="neuron tokens", disable=not progress):
+        batch = recs[s: s + batch_size]
+        seqs = [r["prompt_token_ids"] + r["response_token_ids"] for r in batch]
+        ids, mask = left_pad(seqs, tok.pad_token_id)
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        dev = lm.device
+        with read_neurons(lm, sorted(by_layer)) as acts:
+            lm.arch.decoder(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
+                            use_cache=False)
+        width = ids.shape[1]
+        for b, r in enumerate(batch):
+            n_resp = len(r["response_token_ids"])
+            start = width - n_resp
+            for layer, idxs in by_layer.items():
+                a = acts[layer][b, start:, idxs].float().cpu()  # [n_resp, k]
+                for j, neuron in enumerate(idxs):
+                    col = a[:, j]
+                    t = int(col.argmax())
+                    val = float(col[t])
+                    heap = heaps[layer, neuron]
+                    item = (val, r["id"], t)
+                    if len(heap) < top_n:
+                        heapq.heappush(heap, item)
+                    elif val > heap[0][0]:
+                        heapq.heapreplace(heap, item)
+    by_id = {r["id"]: r for r in recs}
+    out = {}
+    for key, heap in heaps.items():
+        rows = []
+        for val, rid, t in sorted(heap, reverse=True):
+            resp = by_id[rid]["response_token_ids"]
+            rows.append({"activation": val, "response_id": rid, "token": tok.decode([resp[t]]),
+                         "context": tok.decode(resp[max(0, t - context): t + context + 1])})
+        out[key] = rows
+    return out

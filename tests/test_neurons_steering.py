@@ -1,0 +1,108 @@
+"""Value neurons, steering components, random controls and the circumplex: exact checks."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from valuemech.circumplex import circle, cosine_matrix, fit_circumplex, procrustes_r2
+from valuemech.decompose import decompose
+from valuemech.errors import ValuemechError
+from valuemech.neurons import classify_layer, counts_per_layer, find_value_neurons
+from valuemech.steering import SteeringSource, random_like, scaled, steer
+from valuemech.values import VALUES
+from valuemech.vectors import ValueVectors
+
+
+def _source(lm, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    vecs = {f"{c}.{v}": torch.randn(lm.n_layers, lm.hidden_size, generator=g)
+            for c in ("intrinsic", "prompted") for v in VALUES}
+    meta = {"n_layers": str(lm.n_layers), "hidden_size": str(lm.hidden_size), "model_id": lm.model_id,
+            "weights_sha256": lm.weights_sha256}
+    vv = ValueVectors(vecs, meta, torch.full((lm.n_layers,), 10.0))
+    comps, _ = decompose(vv)
+    return SteeringSource(vv, comps)
+
+
+def test_neuron_along_u_shared_is_classified_shared():
+    g = torch.Generator().manual_seed(0)
+    d, m = 16, 40
+    u_s = torch.randn(d, generator=g, dtype=torch.float64)
+    u_s /= u_s.norm()
+    u_i = torch.randn(d, generator=g, dtype=torch.float64)
+    u_i -= (u_i @ u_s) * u_s
+    u_i /= u_i.norm()
+    w = torch.randn(d, m, generator=g, dtype=torch.float64) * 0.01
+    w[:, 7] = 5 * u_s          # exactly along u_shared
+    w[:, 8] = 4 * u_i          # along u_int
+    w[:, 9] = -3 * u_i         # along u_prompt
+    w[:, 10] = 2 * (u_s + u_i) / math.sqrt(2)  # 45 degrees: no class
+    kept = {n.neuron: n for n in classify_layer(w, u_s, u_i, layer=3, k_percent=10, max_angle=30)}
+    assert kept[7].cls == "shared" and kept[7].angle_shared == pytest.approx(0, abs=1e-6)
+    assert kept[8].cls == "intrinsic" and kept[9].cls == "prompted" and kept[10].cls == "none"
+    assert kept[7].proj_norm == pytest.approx(5)
+    assert set(kept) == {7, 8, 9, 10}  # top 10% of 40 by projection norm
+    assert counts_per_layer(list(kept.values()), 5)["shared"] == [0, 0, 0, 1, 0]
+
+
+def test_find_value_neurons_on_a_tiny_model(tiny_llama):
+    src = _source(tiny_llama)
+    found = find_value_neurons(tiny_llama, src.components, ["power"], k_percent=5)
+    assert len(found["power"]) == tiny_llama.n_layers * math.ceil(tiny_llama.arch.d_mlp * 0.05)
+    assert {n.cls for n in found["power"]} <= {"shared", "intrinsic", "prompted", "none"}
+
+
+def test_alpha_zero_and_components(tiny_llama):
+    from conftest import encode
+
+    lm = tiny_llama
+    src = _source(lm)
+    ids, mask = encode(lm, ["Should I ask for a raise?"])
+    with torch.no_grad():
+        base = lm.model(input_ids=ids, attention_mask=mask).logits
+        for comp in ("intrinsic", "prompted", "intrinsic_orth", "prompted_orth", "shared",
+                     "intrinsic_unique", "prompted_unique", "mean_delta"):
+            with steer(lm, src, comp, "power", [0, 1], alpha=0.0):
+                assert torch.equal(lm.model(input_ids=ids, attention_mask=mask).logits, base), comp
+            with steer(lm, src, comp, "power", 1, alpha=0.5) as added:
+                assert not torch.equal(lm.model(input_ids=ids, attention_mask=mask).logits, base), comp
+            # relative alpha: c * R_l * unit(v)
+            assert float(added[1].norm()) == pytest.approx(0.5 * 10.0)
+    with pytest.raises(ValuemechError, match="unknown component"):
+        src.component("orthogonal", "power")
+    with pytest.raises(ValuemechError, match="out of range"):
+        with steer(lm, src, "shared", "power", 5, alpha=1.0):
+            pass
+
+
+def test_random_control_has_same_norm_and_scaling_rules():
+    v = torch.tensor([3.0, 4.0])
+    r = random_like(v, seed=1)
+    assert float(r.norm()) == pytest.approx(5.0) and not torch.allclose(r, v.double())
+    assert torch.equal(scaled(v, 2.0, relative=False), torch.tensor([6.0, 8.0], dtype=torch.float64))
+    assert torch.allclose(scaled(v, 0.1, relative=True, residual_norm=50.0), torch.tensor([3.0, 4.0], dtype=torch.float64))
+    assert torch.equal(scaled(torch.zeros(2), 1.0, True, 9.0), torch.zeros(2, dtype=torch.float64))
+
+
+def test_procrustes_of_a_perfect_circle_is_one():
+    pts = circle(list(VALUES))
+    rot = np.array([[0.0, -1.0], [1.0, 0.0]])
+    assert procrustes_r2(3.0 * pts @ rot + 2.0, pts) == pytest.approx(1.0)
+    assert procrustes_r2(pts[::-1] @ np.array([[1, 0], [0, -1.0]]), pts) == pytest.approx(1.0)  # reflection
+
+
+def test_circumplex_fit_recovers_an_embedded_circle_and_rejects_noise():
+    rng = np.random.default_rng(0)
+    basis = np.linalg.qr(rng.normal(size=(32, 2)))[0]
+    axes = {v: basis @ p for v, p in zip(VALUES, circle(list(VALUES)))}
+    fit = fit_circumplex(axes, n_permutations=200)
+    assert fit.r2 == pytest.approx(1.0) and fit.explained_2pc == pytest.approx(1.0)
+    assert fit.p_value < 0.05
+    noise = {v: rng.normal(size=32) for v in VALUES}
+    assert fit_circumplex(noise, n_permutations=200).p_value > 0.05
+    values, cos = cosine_matrix(axes)
+    assert values == list(VALUES) and np.allclose(np.diag(cos), 1.0)
