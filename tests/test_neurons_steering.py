@@ -106,3 +106,58 @@ def test_circumplex_fit_recovers_an_embedded_circle_and_rejects_noise():
     assert fit_circumplex(noise, n_permutations=200).p_value > 0.05
     values, cos = cosine_matrix(axes)
     assert values == list(VALUES) and np.allclose(np.diag(cos), 1.0)
+
+
+def test_option_probabilities_equal_hand_computation_from_logits(tiny_llama):
+    from valuemech.evals.pvq import OPTIONS, PVQItem, likert_prompts, likert_scores
+    from valuemech.scoring import option_probabilities, option_token_ids
+
+    lm = tiny_llama
+    items = [PVQItem("a", "power", "They like to be in charge."), PVQItem("b", "tradition", "They keep old customs.")]
+    prompts = likert_prompts(lm, items, reverse=False)
+    got = option_probabilities(lm, prompts, OPTIONS)
+    opt_ids = option_token_ids(lm.tokenizer, OPTIONS)
+    for i, p in enumerate(prompts):
+        with torch.no_grad():
+            probs = lm.model(torch.tensor([p])).logits[0, -1].double().softmax(-1)
+        per = torch.stack([probs[t].sum() for t in opt_ids])
+        torch.testing.assert_close(got.probs[i], per / per.sum(), rtol=1e-6, atol=1e-9)
+        assert float(got.mass[i]) == pytest.approx(float(per.sum()), rel=1e-6)
+    res = likert_scores(lm, items)
+    rev = option_probabilities(lm, likert_prompts(lm, items, reverse=True), OPTIONS).probs
+    dist = (got.probs + rev.flip(-1)) / 2
+    torch.testing.assert_close(res.expected, dist @ torch.arange(1, 7, dtype=torch.float64))
+    assert set(res.centred()) == {"power", "tradition"}
+    assert abs(sum(res.centred().values())) < 1e-9
+
+
+def test_builtin_data_for_guard_and_pvq():
+    from valuemech.evals.capability import builtin_mc, neutral_texts
+    from valuemech.evals.pvq import LANGS, builtin_items
+
+    mc = builtin_mc()
+    assert len(mc) >= 150 and all(len(i.choices) == 4 and 0 <= i.answer < 4 for i in mc)
+    assert len(neutral_texts()) >= 20
+    items = builtin_items()
+    for lang in LANGS:
+        for v in VALUES:
+            assert sum(i.lang == lang and i.value == v for i in items) >= 4, (lang, v)
+
+
+def test_pvq_and_mmlu_loaders(tmp_path):
+    from valuemech.evals.capability import load_mmlu_csv
+    from valuemech.evals.pvq import load_items
+
+    p = tmp_path / "pvq.csv"
+    p.write_text("id,value,text\n1,Self-Direction,They think for themselves.\n2,UNIVERSALISM,They protect nature.\n")
+    assert [i.value for i in load_items(p)] == ["self_direction", "universalism"]
+    j = tmp_path / "pvq.json"
+    j.write_text('[{"id": "x", "value": "Honour", "text": "t"}]')
+    with pytest.raises(ValuemechError, match="unknown value 'Honour'"):
+        load_items(j)
+    m = tmp_path / "astronomy_test.csv"
+    m.write_text('"What orbits Earth?",Moon,Sun,Mars,Venus,A\n')
+    assert load_mmlu_csv(m)[0].answer == 0
+    m.write_text("q,a,b,c\n")
+    with pytest.raises(ValuemechError, match="row 1"):
+        load_mmlu_csv(m)

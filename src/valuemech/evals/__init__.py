@@ -1,0 +1,1 @@
+"""Evaluations of value expression (baseline and under steering)."""

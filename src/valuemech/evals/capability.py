@@ -1,0 +1,114 @@
+"""Capability guard: multiple-choice accuracy by option probabilities, and KL on neutral text.
+
+The built-in set (``data/builtin/general_knowledge_mc.jsonl``, 205 items written for valuemech)
+is MMLU-style: a question and four options; the model's answer is the letter with the highest
+probability after the prefilled stem "Answer:". ``load_mmlu_csv`` reads MMLU's CSV files
+(no header: question, A, B, C, D, answer letter). The KL term is the mean over neutral passages
+and positions of KL(base || steered) of next-token distributions.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from contextlib import nullcontext
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from valuemech.errors import ValuemechError
+from valuemech.generate import left_pad
+from valuemech.models.loading import LoadedModel
+from valuemech.scoring import answer_prompt, option_probabilities
+
+LETTERS = ["A", "B", "C", "D"]
+
+
+@dataclass(frozen=True)
+class MCItem:
+    id: str
+    question: str
+    choices: tuple[str, ...]
+    answer: int
+    subject: str = ""
+
+
+def builtin_mc(limit: int | None = None) -> list[MCItem]:
+    raw = resources.files("valuemech.data").joinpath("builtin/general_knowledge_mc.jsonl").read_text("utf-8")
+    items = [json.loads(l) for l in raw.splitlines() if l.strip()]
+    out = [MCItem(r["id"], r["question"], tuple(r["choices"]), int(r["answer"]), r.get("subject", ""))
+           for r in items]
+    return out[:limit] if limit else out
+
+
+def load_mmlu_csv(path: str | Path) -> list[MCItem]:
+    """MMLU's CSV format: rows of question, A, B, C, D, answer letter (no header)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValuemechError(f"MMLU file {path} does not exist")
+    items = []
+    with open(path, newline="", encoding="utf-8") as fh:
+        for i, row in enumerate(csv.reader(fh), 1):
+            if len(row) != 6 or row[5].strip().upper() not in LETTERS:
+                raise ValuemechError(f"{path}: row {i} is not question,A,B,C,D,answer-letter")
+            items.append(MCItem(f"{path.stem}-{i}", row[0], tuple(row[1:5]), LETTERS.index(row[5].strip().upper()),
+                                path.stem))
+    if not items:
+        raise ValuemechError(f"{path}: no items")
+    return items
+
+
+def neutral_texts() -> list[str]:
+    return json.loads(resources.files("valuemech.data").joinpath("builtin/neutral_text.json").read_text("utf-8"))
+
+
+def mc_prompt(lm: LoadedModel, item: MCItem) -> list[int]:
+    body = item.question + "\n" + "\n".join(f"{l}. {c}" for l, c in zip(LETTERS, item.choices))
+    return answer_prompt(lm, body + "\nReply with the letter of the correct answer.", "Answer:")
+
+
+def mc_accuracy(lm: LoadedModel, items: list[MCItem], batch_size: int = 16) -> tuple[float, list[int]]:
+    """Accuracy and the chosen option index per item."""
+    res = option_probabilities(lm, [mc_prompt(lm, it) for it in items], LETTERS, batch_size)
+    chosen = res.probs.argmax(-1).tolist()
+    return sum(c == it.answer for c, it in zip(chosen, items)) / len(items), chosen
+
+
+@torch.no_grad()
+def next_token_logprobs(lm: LoadedModel, texts: list[str], batch_size: int = 8) -> list[torch.Tensor]:
+    """Per text, log-probabilities ``[t, vocab]`` at every position (plain text, no chat template)."""
+    out = []
+    for s in range(0, len(texts), batch_size):
+        seqs = [lm.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts[s: s + batch_size]]
+        ids, mask = left_pad(seqs, lm.tokenizer.pad_token_id)
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        dev = lm.device
+        logp = lm.model(input_ids=ids.to(dev), attention_mask=mask.to(dev),
+                        position_ids=pos.to(dev)).logits.double().log_softmax(-1).cpu()
+        for i, seq in enumerate(seqs):
+            out.append(logp[i, ids.shape[1] - len(seq):])
+    return out
+
+
+def mean_kl(base: list[torch.Tensor], steered: list[torch.Tensor]) -> float:
+    """Mean over texts and positions of KL(base || steered)."""
+    kls = [(b.exp() * (b - s)).sum(-1).mean() for b, s in zip(base, steered)]
+    return float(torch.stack(kls).mean())
+
+
+@dataclass
+class GuardPoint:
+    accuracy: float
+    accuracy_drop: float  # baseline accuracy minus this accuracy, in points (0-100)
+    kl: float
+
+
+def guard(lm: LoadedModel, items: list[MCItem], texts: list[str], base_acc: float,
+          base_logprobs: list[torch.Tensor], ctx=None) -> GuardPoint:
+    """Accuracy drop and KL under the steering context ``ctx`` (a context manager)."""
+    with ctx if ctx is not None else nullcontext():
+        acc, _ = mc_accuracy(lm, items)
+        kl = mean_kl(base_logprobs, next_token_logprobs(lm, texts))
+    return GuardPoint(acc, 100.0 * (base_acc - acc), kl)

@@ -1,0 +1,195 @@
+"""PVQ-style portrait questionnaire scored by option probabilities (Likert and forced choice).
+
+Likert: "How much is this person like you?" on 1–6, read from the next-token distribution after a
+prefilled answer stem, in the original and the reversed scale order (reversed answers k are mapped
+to 7 - k); per item the expected score, the argmax and the probability mass on the six options,
+averaged over the two orders. A *degenerate* rater gives the same argmax to every item, or
+expected scores with a standard deviation under 0.1.
+
+Forced choice: two portraits of different values, "which is more like you, A or B?", both orders
+averaged; a value's score is its mean win probability. Useful where Likert ratings are degenerate.
+
+Built-in portraits (written for valuemech, 5 per value) exist in en, zh, es, fr, ko; a loader reads
+PVQ files given by path (JSON list of {id, value, text[, lang]} or CSV with those columns; value
+ids or common spellings such as "Self-Direction").
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import statistics
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from valuemech.errors import ValuemechError
+from valuemech.models.loading import LoadedModel
+from valuemech.scoring import answer_prompt, option_probabilities
+from valuemech.values import VALUES, canonical_value
+
+LANGS = ("en", "zh", "es", "fr", "ko")
+OPTIONS = ["1", "2", "3", "4", "5", "6"]
+
+LIKERT = {
+    "en": ('Here is a short description of a person:\n"{text}"\nHow much is this person like you? '
+           "Reply with a single number from 1 to 6, where {scale}.",
+           ("1 = not like me at all and 6 = very much like me", "1 = very much like me and 6 = not like me at all"),
+           "Answer:"),
+    "zh": ('以下是对一个人的简短描述：\n"{text}"\n这个人和你有多像？请只回答一个1到6之间的数字，其中{scale}。',
+           ("1 = 完全不像我，6 = 非常像我", "1 = 非常像我，6 = 完全不像我"), "答案："),
+    "es": ('Esta es una breve descripción de una persona:\n"{text}"\n¿Cuánto se parece esta persona a ti? '
+           "Responde con un solo número del 1 al 6, donde {scale}.",
+           ("1 = no se parece nada a mí y 6 = se parece mucho a mí",
+            "1 = se parece mucho a mí y 6 = no se parece nada a mí"), "Respuesta:"),
+    "fr": ("Voici une courte description d'une personne :\n« {text} »\nÀ quel point cette personne vous "
+           "ressemble-t-elle ? Répondez par un seul chiffre de 1 à 6, où {scale}.",
+           ("1 = ne me ressemble pas du tout et 6 = me ressemble beaucoup",
+            "1 = me ressemble beaucoup et 6 = ne me ressemble pas du tout"), "Réponse :"),
+    "ko": ('다음은 어떤 사람에 대한 짧은 설명입니다:\n"{text}"\n이 사람은 당신과 얼마나 비슷합니까? '
+           "1부터 6까지의 숫자 하나로만 답하세요. {scale}.",
+           ("1 = 전혀 나와 비슷하지 않음, 6 = 나와 매우 비슷함", "1 = 나와 매우 비슷함, 6 = 전혀 나와 비슷하지 않음"), "답:"),
+}
+
+FORCED = {
+    "en": ('Which of these two people is more like you?\nA: "{a}"\nB: "{b}"\nReply with A or B.', "Answer:"),
+    "zh": ('这两个人中哪一个更像你？\nA: "{a}"\nB: "{b}"\n请回答 A 或 B。', "答案："),
+    "es": ('¿Cuál de estas dos personas se parece más a ti?\nA: "{a}"\nB: "{b}"\nResponde con A o B.', "Respuesta:"),
+    "fr": ("Laquelle de ces deux personnes vous ressemble le plus ?\nA : « {a} »\nB : « {b} »\n"
+           "Répondez par A ou B.", "Réponse :"),
+    "ko": ('다음 두 사람 중 누가 당신과 더 비슷합니까?\nA: "{a}"\nB: "{b}"\nA 또는 B로만 답하세요.', "답:"),
+}
+
+
+@dataclass(frozen=True)
+class PVQItem:
+    id: str
+    value: str
+    text: str
+    lang: str = "en"
+
+
+def builtin_items(langs: list[str] | None = None) -> list[PVQItem]:
+    """The built-in portraits (5 per value per language), optionally for some languages."""
+    raw = json.loads(resources.files("valuemech.data").joinpath("builtin/pvq_items.json").read_text("utf-8"))
+    items = [PVQItem(r["id"], r["value"], r["text"], r["lang"]) for r in raw]
+    if langs:
+        bad = [l for l in langs if l not in LANGS]
+        if bad:
+            raise ValuemechError(f"no built-in PVQ items for language(s) {', '.join(bad)}; have {', '.join(LANGS)}")
+        items = [it for it in items if it.lang in langs]
+    return items
+
+
+def load_items(path: str | Path, lang: str = "en") -> list[PVQItem]:
+    """PVQ items from a JSON list of {id, value, text[, lang]} or a CSV with those columns."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValuemechError(f"PVQ file {path} does not exist")
+    raw = path.read_text(encoding="utf-8")
+    if path.suffix.lower() == ".csv":
+        rows = list(csv.DictReader(io.StringIO(raw)))
+    else:
+        try:
+            rows = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ValuemechError(f"{path}: not valid JSON ({exc.msg})") from None
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise ValuemechError(f"{path}: expected a JSON list of objects")
+    items = []
+    for i, r in enumerate(rows, 1):
+        missing = [k for k in ("id", "value", "text") if not r.get(k)]
+        if missing:
+            raise ValuemechError(f"{path}: item {i} lacks {', '.join(missing)}")
+        try:
+            value = canonical_value(str(r["value"]))
+        except ValuemechError as exc:
+            raise ValuemechError(f"{path}: item {i}: {exc}") from None
+        item_lang = str(r.get("lang") or lang)
+        if item_lang not in LIKERT:
+            raise ValuemechError(f"{path}: item {i}: no prompt template for language {item_lang!r}")
+        items.append(PVQItem(str(r["id"]), value, str(r["text"]), item_lang))
+    if not items:
+        raise ValuemechError(f"{path}: no PVQ items")
+    return items
+
+
+def likert_prompts(lm: LoadedModel, items: list[PVQItem], reverse: bool) -> list[list[int]]:
+    out = []
+    for it in items:
+        template, scales, stem = LIKERT[it.lang]
+        out.append(answer_prompt(lm, template.format(text=it.text, scale=scales[int(reverse)]), stem))
+    return out
+
+
+@dataclass
+class LikertResult:
+    items: list[PVQItem]
+    expected: torch.Tensor  # [n] mean of the two orders, 1..6
+    argmax: torch.Tensor  # [n] argmax of the order-averaged option distribution, 1..6
+    mass: torch.Tensor  # [n] mean option mass over the orders
+    dist: torch.Tensor  # [n, 6] option distribution averaged over the orders (original scale)
+
+    def per_value(self) -> dict[str, float]:
+        return {v: float(self.expected[[i for i, it in enumerate(self.items) if it.value == v]].mean())
+                for v in VALUES if any(it.value == v for it in self.items)}
+
+    def centred(self) -> dict[str, float]:
+        """Per-value mean minus the mean over all items (the model's own response style removed)."""
+        overall = float(self.expected.mean())
+        return {v: s - overall for v, s in self.per_value().items()}
+
+    def degenerate(self) -> bool:
+        return len(set(self.argmax.tolist())) == 1 or float(self.expected.std()) < 0.1
+
+    def summary(self) -> dict:
+        return {"per_value": self.per_value(), "centred": self.centred(), "degenerate": self.degenerate(),
+                "mean_option_mass": float(self.mass.mean()),
+                "argmax_counts": {str(k): int((self.argmax == k).sum()) for k in range(1, 7)}}
+
+
+def likert_scores(lm: LoadedModel, items: list[PVQItem], batch_size: int = 16) -> LikertResult:
+    """Score every item in both scale orders (see the module docstring)."""
+    fwd = option_probabilities(lm, likert_prompts(lm, items, False), OPTIONS, batch_size)
+    rev = option_probabilities(lm, likert_prompts(lm, items, True), OPTIONS, batch_size)
+    dist = (fwd.probs + rev.probs.flip(-1)) / 2  # reversed answer k means original 7 - k
+    ks = torch.arange(1, 7, dtype=torch.float64)
+    return LikertResult(items, dist @ ks, dist.argmax(-1) + 1, (fwd.mass + rev.mass) / 2, dist)
+
+
+def forced_choice_pairs(items: list[PVQItem], seed: int = 0) -> list[tuple[PVQItem, PVQItem]]:
+    """Pairs of portraits of different values in the same language: each item meets one item of every other value."""
+    import random
+
+    rng = random.Random(seed)
+    pairs = []
+    by_lang: dict[str, dict[str, list[PVQItem]]] = {}
+    for it in items:
+        by_lang.setdefault(it.lang, {}).setdefault(it.value, []).append(it)
+    for groups in by_lang.values():
+        vals = sorted(groups)
+        for i, a in enumerate(vals):
+            for b in vals[i + 1:]:
+                pairs.append((rng.choice(groups[a]), rng.choice(groups[b])))
+    return pairs
+
+
+def forced_choice_scores(lm: LoadedModel, pairs: list[tuple[PVQItem, PVQItem]],
+                         batch_size: int = 16) -> dict[str, float]:
+    """Mean win probability per value over its pairs, both presentation orders averaged."""
+    prompts_ab, prompts_ba = [], []
+    for a, b in pairs:
+        template, stem = FORCED[a.lang]
+        prompts_ab.append(answer_prompt(lm, template.format(a=a.text, b=b.text), stem))
+        prompts_ba.append(answer_prompt(lm, template.format(a=b.text, b=a.text), stem))
+    ab = option_probabilities(lm, prompts_ab, ["A", "B"], batch_size).probs
+    ba = option_probabilities(lm, prompts_ba, ["A", "B"], batch_size).probs
+    wins: dict[str, list[float]] = {}
+    for k, (a, b) in enumerate(pairs):
+        p_a = float(ab[k, 0] + ba[k, 1]) / 2
+        wins.setdefault(a.value, []).append(p_a)
+        wins.setdefault(b.value, []).append(1 - p_a)
+    return {v: statistics.fmean(w) for v, w in wins.items()}
