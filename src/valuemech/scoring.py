@@ -29,8 +29,24 @@ def option_token_ids(tokenizer, options: list[str]) -> list[list[int]]:
     return out
 
 
-def answer_prompt(lm: LoadedModel, user: str, stem: str, system_prompt: str | None = None) -> list[int]:
-    """Chat prompt ids for ``user`` with ``stem`` prefilled as the start of the assistant's answer."""
+def fit_stem(tokenizer, stem: str, options: list[str]) -> str:
+    """``stem`` as is when every option has a one-token spelling with a leading space (" 6"),
+    else ``stem + " "`` (tokenizers such as SmolLM2's emit the space as its own token first)."""
+    if not stem or stem.endswith(" "):
+        return stem
+    if all(len(tokenizer.encode(" " + o, add_special_tokens=False)) == 1 for o in options):
+        return stem
+    return stem + " "
+
+
+def answer_prompt(lm: LoadedModel, user: str, stem: str, system_prompt: str | None = None,
+                  options: list[str] | None = None) -> list[int]:
+    """Chat prompt ids for ``user`` with ``stem`` prefilled as the start of the assistant's answer.
+
+    With ``options``, the stem is fitted to the tokenizer (:func:`fit_stem`).
+    """
+    if options is not None:
+        stem = fit_stem(lm.tokenizer, stem, options)
     ids = lm.prompt_ids(user, system_prompt)
     return ids + list(lm.tokenizer(stem, add_special_tokens=False)["input_ids"]) if stem else ids
 

@@ -66,7 +66,7 @@ def neutral_texts() -> list[str]:
 
 def mc_prompt(lm: LoadedModel, item: MCItem) -> list[int]:
     body = item.question + "\n" + "\n".join(f"{l}. {c}" for l, c in zip(LETTERS, item.choices))
-    return answer_prompt(lm, body + "\nReply with the letter of the correct answer.", "Answer:")
+    return answer_prompt(lm, body + "\nReply with the letter of the correct answer.", "Answer:", options=LETTERS)
 
 
 def mc_accuracy(lm: LoadedModel, items: list[MCItem], batch_size: int = 16) -> tuple[float, list[int]]:

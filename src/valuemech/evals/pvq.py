@@ -121,7 +121,8 @@ def likert_prompts(lm: LoadedModel, items: list[PVQItem], reverse: bool) -> list
     out = []
     for it in items:
         template, scales, stem = LIKERT[it.lang]
-        out.append(answer_prompt(lm, template.format(text=it.text, scale=scales[int(reverse)]), stem))
+        out.append(answer_prompt(lm, template.format(text=it.text, scale=scales[int(reverse)]), stem,
+                                 options=OPTIONS))
     return out
 
 
@@ -183,8 +184,8 @@ def forced_choice_scores(lm: LoadedModel, pairs: list[tuple[PVQItem, PVQItem]],
     prompts_ab, prompts_ba = [], []
     for a, b in pairs:
         template, stem = FORCED[a.lang]
-        prompts_ab.append(answer_prompt(lm, template.format(a=a.text, b=b.text), stem))
-        prompts_ba.append(answer_prompt(lm, template.format(a=b.text, b=a.text), stem))
+        prompts_ab.append(answer_prompt(lm, template.format(a=a.text, b=b.text), stem, options=["A", "B"]))
+        prompts_ba.append(answer_prompt(lm, template.format(a=b.text, b=a.text), stem, options=["A", "B"]))
     ab = option_probabilities(lm, prompts_ab, ["A", "B"], batch_size).probs
     ba = option_probabilities(lm, prompts_ba, ["A", "B"], batch_size).probs
     wins: dict[str, list[float]] = {}
