@@ -37,7 +37,7 @@ def smoke_run(tmp_path_factory):
 def test_smoke_run_writes_the_run_directory(smoke_run):
     out, result = smoke_run
     for name in ("config.yaml", "responses.jsonl", "labels.jsonl", "vectors.safetensors",
-                 "components.safetensors", "decompose.json", "stages.json"):
+                 "components.safetensors", "decompose.json", "stages.json", "neurons.json"):
         assert (out / name).exists(), name
     responses = read_jsonl(out / "responses.jsonl")
     assert len(responses) == 12 * 4
@@ -46,6 +46,14 @@ def test_smoke_run_writes_the_run_directory(smoke_run):
     summary = json.loads((out / "decompose.json").read_text())
     assert summary["values"] and "mean_delta" in summary
     assert "cos(v_int, v_prompt)" in result.stdout and "self_direction" in result.stdout
+    neurons = json.loads((out / "neurons.json").read_text())
+    for v in summary["values"]:
+        kept = neurons["per_value"][v]["neurons"]
+        assert len(kept) == 2 * 2  # 2 blocks x ceil(1% of 128 neurons)
+        assert sum(sum(c) for c in neurons["per_value"][v]["counts_per_layer"].values()) == len(kept)
+    assert any("top_tokens" in n for v in summary["values"] for n in neurons["per_value"][v]["neurons"]
+               if n["class"] != "none") or all(n["class"] == "none" for v in summary["values"]
+                                               for n in neurons["per_value"][v]["neurons"])
 
 
 def test_rerun_skips_completed_stages_and_summary(smoke_run):
@@ -53,10 +61,25 @@ def test_rerun_skips_completed_stages_and_summary(smoke_run):
     before = (out / "responses.jsonl").read_bytes()
     result = invoke("run", "--preset", "smoke", "--out", out, "--quiet")
     assert result.exit_code == 0
-    assert result.stderr.count("already complete") == 4
+    assert result.stderr.count("already complete") == 5
     assert (out / "responses.jsonl").read_bytes() == before
     assert invoke("summary", out).exit_code == 0
     assert invoke("decompose", "--run", out, "--force").exit_code == 0
+
+
+def test_steer_shows_baseline_steered_and_control(smoke_run):
+    out, _ = smoke_run
+    r = invoke("steer", "--run", out, "--value", "power", "--component", "shared", "--alpha", "0.5",
+               "--max-tokens", "6", "Should I ask for a raise?")
+    assert r.exit_code == 0, r.output
+    for word in ("baseline", "steered", "random control"):
+        assert word in r.stdout
+    assert_one_line_error(invoke("steer", "--run", out, "--value", "power", "--component", "sideways",
+                                 "--alpha", "1", "hi"), "unknown component 'sideways'")
+    assert_one_line_error(invoke("steer", "--run", out, "--value", "honour", "--component", "shared",
+                                 "--alpha", "1", "hi"), "unknown value 'honour'")
+    assert_one_line_error(invoke("steer", "--run", out, "--value", "power", "--component", "shared",
+                                 "--layer", "7", "--alpha", "1", "hi"), "out of range")
 
 
 def test_resume_with_another_model_is_refused(smoke_run):

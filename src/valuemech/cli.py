@@ -118,7 +118,7 @@ def run(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Generation batch size."),
     prompted_mode: Optional[str] = typer.Option(None, "--prompted-mode", help="random | all."),
     values: Optional[str] = typer.Option(None, help="Comma list of values to prompt (default all)."),
-    stages: str = typer.Option("all", help="Comma list of stages (generate,label,extract,decompose)."),
+    stages: str = typer.Option("all", help="Comma list of stages (generate,label,extract,decompose,neurons)."),
     dtype: Optional[str] = DtypeOpt, device: Optional[str] = DeviceOpt,
     device_map: Optional[str] = DeviceMapOpt, threads: Optional[int] = ThreadsOpt,
     trust_remote_code: bool = TrustOpt, layers_path: Optional[str] = LayersOpt,
@@ -169,11 +169,13 @@ def _stage_command(stage: str, needs_model: bool) -> None:
         "label": "Label every response with the run's judge into RUN/labels.jsonl (resumable).",
         "extract": "Extract difference-in-means value vectors into RUN/vectors.safetensors.",
         "decompose": "Split vectors into shared/unique components: RUN/components.safetensors, decompose.json.",
+        "neurons": "Find and classify value neurons (shared / intrinsic / prompted) into RUN/neurons.json.",
     }[stage]
     app.command(name=stage)(command)
 
 
-for _stage, _needs in (("generate", True), ("label", False), ("extract", True), ("decompose", False)):
+for _stage, _needs in (("generate", True), ("label", False), ("extract", True), ("decompose", False),
+                       ("neurons", True)):
     _stage_command(_stage, _needs)
 
 
@@ -347,6 +349,47 @@ def label(judge: str = JudgeOpt, options: Optional[str] = OptionsOpt,
         opts["model"] = model
     n = label_records(get_judge(judge, opts), records, output, text_key="text", progress=not quiet)
     console.print(f"labelled {n} texts -> {output}")
+
+
+@app.command()
+@friendly
+def steer(prompt: str = typer.Argument(..., help="The user message."),
+          run_dir: Path = RunOpt,
+          value: str = typer.Option(..., help="Value id (ignored for mean_delta)."),
+          component: str = typer.Option("shared", help="intrinsic | prompted | intrinsic_orth | prompted_orth | "
+                                                       "shared | intrinsic_unique | prompted_unique | mean_delta."),
+          alpha: float = typer.Option(..., help="Steering strength (relative to the residual norm unless --raw)."),
+          layer: Optional[int] = typer.Option(None, help="Block to steer (default: the middle block)."),
+          raw: bool = typer.Option(False, "--raw", help="alpha multiplies the vector as stored."),
+          system: Optional[str] = typer.Option(None, help="A system prompt (default: the template's)."),
+          max_tokens: int = typer.Option(96, "--max-tokens", help="New tokens per answer."),
+          seed: int = typer.Option(0, help="Seed of the random-direction control.")) -> None:
+    """Answer PROMPT unsteered, steered with a component, and with a same-norm random direction."""
+    from valuemech.generate import chat as chat_once
+    from valuemech.models.loading import load_model
+    from valuemech.pipeline import open_run
+    from valuemech.steering import SteeringSource
+    from valuemech.steering import steer as steer_ctx
+    from valuemech.values import canonical_value
+
+    value = canonical_value(value)
+    rd, cfg = open_run(run_dir)
+    lm = load_model(cfg.model)
+    source = SteeringSource.from_run(rd.root, lm)
+    source.component(component, value)  # validate before any generation
+    layer = lm.n_layers // 2 if layer is None else lm.arch.check_layer(layer)
+    answers = {"baseline": chat_once(lm, prompt, system, max_tokens)}
+    with steer_ctx(lm, source, component, value, layer, alpha, relative=not raw) as added:
+        answers["steered"] = chat_once(lm, prompt, system, max_tokens)
+    with steer_ctx(lm, source, component, value, layer, alpha, relative=not raw, control_seed=seed):
+        answers["random control"] = chat_once(lm, prompt, system, max_tokens)
+    norm = float(added[layer].norm())
+    table = Table(title=f"{component}.{value} at block {layer}, alpha={alpha:g}"
+                        f"{' (raw)' if raw else ' x residual norm'}: added norm {norm:.2f}", show_lines=True)
+    for name in answers:
+        table.add_column(name)
+    table.add_row(*answers.values())
+    console.print(table)
 
 
 @app.command()

@@ -70,6 +70,16 @@ class ExtractConfig:
 
 
 @dataclass
+class NeuronConfig:
+    """Value-neuron selection (DESIGN §1.5)."""
+
+    k_percent: float = 1.0  # keep the top k% of neurons per block by projection norm
+    max_angle: float = 30.0  # degrees: assign to the nearest axis only below this angle
+    top_neurons: int = 3  # per value and class, neurons whose top-activating tokens are listed
+    top_responses: int = 120  # responses scanned for top-activating tokens
+
+
+@dataclass
 class RunConfig:
     """The fully resolved configuration written to ``config.yaml``."""
 
@@ -80,6 +90,7 @@ class RunConfig:
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     extract: ExtractConfig = field(default_factory=ExtractConfig)
+    neurons: NeuronConfig = field(default_factory=NeuronConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -166,6 +177,10 @@ def validate(cfg: RunConfig) -> None:
         g.values = parse_values(g.values)
     if cfg.data.n_queries is not None and cfg.data.n_queries < 1:
         raise ValuemechError("data.n_queries must be at least 1")
+    if not 0 < cfg.neurons.k_percent <= 100:
+        raise ValuemechError("neurons.k_percent must be in (0, 100]")
+    if not 0 < cfg.neurons.max_angle <= 90:
+        raise ValuemechError("neurons.max_angle must be in (0, 90] degrees")
     if cfg.extract.min_group < 1:
         raise ValuemechError("extract.min_group must be at least 1")
 

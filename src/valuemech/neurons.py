@@ -144,3 +144,31 @@ def top_activations(lm: LoadedModel, records: list[dict], targets: list[tuple[in
                          "context": tok.decode(resp[max(0, t - context): t + context + 1])})
         out[key] = rows
     return out
+
+
+def neurons_report(lm: LoadedModel, comps: Components, records: list[dict], k_percent: float = 1.0,
+                   max_angle: float = 30.0, top_neurons: int = 3, top_responses: int = 120,
+                   progress: bool = True) -> dict:
+    """The content of ``neurons.json``: kept neurons per value, per-block counts, overlaps, top tokens."""
+    found = find_value_neurons(lm, comps, None, k_percent, max_angle)
+    targets: set[tuple[int, int]] = set()
+    for kept in found.values():
+        for cls in ("shared", "intrinsic", "prompted"):
+            best = sorted((n for n in kept if n.cls == cls), key=lambda n: -n.proj_norm)[:top_neurons]
+            targets.update((n.layer, n.neuron) for n in best)
+    tokens = top_activations(lm, records[:top_responses], sorted(targets), progress=progress) if targets else {}
+    per_value = {}
+    for v, kept in found.items():
+        rows = []
+        for n in kept:
+            row = {"layer": n.layer, "neuron": n.neuron, "proj_norm": n.proj_norm, "class": n.cls,
+                   "angle_shared": n.angle_shared, "angle_intrinsic": n.angle_intrinsic,
+                   "angle_prompted": n.angle_prompted}
+            if (n.layer, n.neuron) in tokens:
+                row["top_tokens"] = tokens[n.layer, n.neuron]
+            rows.append(row)
+        per_value[v] = {"neurons": rows, "counts_per_layer": counts_per_layer(kept, lm.n_layers)}
+    totals = {c: [sum(per_value[v]["counts_per_layer"][c][l] for v in per_value) for l in range(lm.n_layers)]
+              for c in CLASSES}
+    return {"k_percent": k_percent, "max_angle": max_angle, "n_layers": lm.n_layers, "d_mlp": lm.arch.d_mlp,
+            "per_value": per_value, "counts_per_layer": totals, "overlap": overlap(found)}

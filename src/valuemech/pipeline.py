@@ -1,4 +1,4 @@
-"""Pipeline stages over a run directory: generate -> label -> extract -> decompose.
+"""Pipeline stages over a run directory: generate -> label -> extract -> decompose -> neurons.
 
 Each stage reads the previous stage's artifacts, skips work already done, and can run alone.
 The run directory's ``config.yaml`` fixes the configuration; resuming with another model
@@ -24,7 +24,7 @@ from valuemech.models.loading import LoadedModel, load_model
 from valuemech.values import VALUES
 from valuemech.vectors import ValueVectors, extract_vectors
 
-STAGES = ("generate", "label", "extract", "decompose")
+STAGES = ("generate", "label", "extract", "decompose", "neurons")
 #: Config sections whose change invalidates a run directory's artifacts.
 _FROZEN = ("seed", "model", "data", "generation", "judge", "extract")
 
@@ -45,6 +45,7 @@ class RunDir:
     components = property(lambda self: self.root / "components.safetensors")
     decompose_json = property(lambda self: self.root / "decompose.json")
     stages_json = property(lambda self: self.root / "stages.json")
+    neurons_json = property(lambda self: self.root / "neurons.json")
 
     def load_config(self) -> RunConfig:
         return load_config(self.config)
@@ -160,6 +161,20 @@ def stage_decompose(run: RunDir) -> dict:
     return write_decomposition(ValueVectors.load(run.vectors), run.components, run.decompose_json)
 
 
+def stage_neurons(run: RunDir, cfg: RunConfig, lm: LoadedModel, progress: bool = True) -> dict:
+    from valuemech.io import atomic_write_json
+    from valuemech.neurons import neurons_report
+
+    comps = run.load_components()
+    from valuemech.vectors import check_artifact_model
+    check_artifact_model(comps.metadata, lm, "components.safetensors")
+    n = cfg.neurons
+    report = neurons_report(lm, comps, read_jsonl(run.responses), n.k_percent, n.max_angle,
+                            n.top_neurons, n.top_responses, progress)
+    atomic_write_json(run.neurons_json, report)
+    return report
+
+
 def _complete(run: RunDir, stage: str, cfg: RunConfig) -> bool:
     """Whether a stage's artifacts are already complete (so it is skipped)."""
     if stage == "generate":
@@ -174,6 +189,8 @@ def _complete(run: RunDir, stage: str, cfg: RunConfig) -> bool:
         return run.vectors.exists() and _newer(run.vectors, run.labels)
     if stage == "decompose":
         return run.components.exists() and _newer(run.components, run.vectors)
+    if stage == "neurons":
+        return run.neurons_json.exists() and _newer(run.neurons_json, run.components)
     raise ValuemechError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
 
 
@@ -216,9 +233,12 @@ class Pipeline:
             for key, c in info["skipped"].items():
                 self.log(f"[extract] no vector for {key}: {c['expressed']} expressing vs "
                          f"{c['not']} not (min_group={self.cfg.extract.min_group})")
-        else:
+        elif stage == "decompose":
             stage_decompose(self.run)
             info = {}
+        else:
+            report = stage_neurons(self.run, self.cfg, self.model(), self.progress)
+            info = {"classified": {c: sum(report["counts_per_layer"][c]) for c in report["counts_per_layer"]}}
         dt = time.perf_counter() - t0
         self.timings[stage] = dt
         _record_stage(self.run, stage, dt, **info)
