@@ -161,3 +161,21 @@ def test_pvq_and_mmlu_loaders(tmp_path):
     m.write_text("q,a,b,c\n")
     with pytest.raises(ValuemechError, match="row 1"):
         load_mmlu_csv(m)
+
+
+def test_pvq_gains_zero_for_identity_conditions(tiny_llama):
+    from contextlib import nullcontext
+
+    from valuemech.evals.pvq import builtin_items, pvq_gains
+
+    items = [it for it in builtin_items(["en", "fr"]) if it.value in ("power", "tradition", "security")]
+    res = pvq_gains(tiny_llama, {"none": lambda v: nullcontext()}, items, ["power", "tradition"],
+                    n_boot=20, progress=False)
+    for lang in ("en", "fr"):
+        # other batch composition: float32 rounding only
+        assert res["rows"]["none"][lang]["gain"] == pytest.approx(0.0, abs=1e-6)
+        assert set(res["rows"]["none"][lang]["per_value"]) == {"power", "tradition"}
+    src = _source(tiny_llama)
+    big = pvq_gains(tiny_llama, {"shared": lambda v: steer(tiny_llama, src, "shared", v, 1, 2.0)},
+                    items[:15], ["power"], n_boot=20, progress=False)
+    assert big["rows"]["shared"]["en"]["gain"] != 0.0
