@@ -295,7 +295,8 @@ def judges_table(reports: list[Path] = typer.Argument(..., help="JSON reports of
         print(f"| `{r['judge']}` | {r['n']} | {ci(m, 'precision')} | {ci(m, 'recall')} | {ci(m, 'f1')} | "
               f"{ci(m, 'auc')} | {und} |")
     print()
-    print("| value | " + " | ".join(f"F1 / AUC: {r['judge'].split('(')[0]}" for r in loaded) + " |")
+    short = lambda name: name.split("(")[0] + (f" ({name.split('(')[1].split(':')[0]})" if name.startswith("ensemble") else "")  # noqa: E731
+    print("| value | " + " | ".join(f"F1 / AUC: {short(r['judge'])}" for r in loaded) + " |")
     print("|---|" + "---|" * len(loaded))
     for v in VALUES:
         cells = [f"{r['per_value'][v]['f1']:.2f} / {r['per_value'][v]['auc']:.2f}" for r in loaded]
