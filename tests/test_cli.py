@@ -149,3 +149,26 @@ def test_judges_evaluate_writes_report(tmp_path):
     rep = json.loads(out.read_text())
     assert rep["split"] == "test" and set(rep["per_value"]) and "f1_ci" in rep["macro"]
     assert rep["failures"].get("unsupported language es", 0) > 0  # Spanish items: no pyvalues dictionary
+
+
+def test_sweep_pvq_and_circumplex_commands(smoke_run):
+    out, _ = smoke_run
+    r = invoke("sweep", "--run", out, "--components", "shared,mean_delta", "--alphas", "0,0.5", "--n-items", "8",
+               "--quiet")
+    assert r.exit_code == 0, r.output
+    sw = json.loads((out / "evals" / "sweep.json").read_text())
+    assert set(sw["curves"]) == {"shared", "mean_delta", "random"}
+    zero = sw["curves"]["shared"]["1"][0]
+    assert zero["alpha"] == 0 and zero["accuracy_drop"] == 0 and abs(zero["kl"]) < 1e-12
+    r = invoke("eval", "pvq", "--run", out, "--langs", "en,ko", "--values", "power,tradition",
+               "--components", "shared,prompted", "--n-boot", "20", "--quiet")
+    assert r.exit_code == 0, r.output
+    pvq = json.loads((out / "evals" / "pvq.json").read_text())
+    assert {"shared", "prompted", "neurons:shared", "random control"} <= set(pvq["rows"])
+    assert set(pvq["rows"]["shared"]) == {"en", "ko", "mean"}
+    r = invoke("eval", "circumplex", "--run", out, "--n-permutations", "50")
+    assert r.exit_code == 0, r.output
+    assert "r2" in json.loads((out / "evals" / "circumplex.json").read_text())["shared"]
+    assert_one_line_error(invoke("sweep", "--run", out, "--components", "diagonal"), "unknown component 'diagonal'")
+    assert_one_line_error(invoke("sweep", "--run", out, "--layers", "9"), "out of range")
+    assert_one_line_error(invoke("eval", "pvq", "--run", out, "--langs", "de"), "no built-in PVQ items")

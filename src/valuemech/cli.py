@@ -18,6 +18,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Intrinsic vs. prompted value expression in chat LLMs: vectors, decomposition, steering.")
 models_app = typer.Typer(no_args_is_help=True, help="Embedded models: list and fetch.")
 app.add_typer(models_app, name="models")
+eval_app = typer.Typer(no_args_is_help=True, help="Evaluations on a run directory, written to RUN/evals/<name>.json.")
+app.add_typer(eval_app, name="eval")
 judges_app = typer.Typer(no_args_is_help=True, help="Judges: agreement on the labelled validation set, calibration.")
 app.add_typer(judges_app, name="judges")
 console = Console()
@@ -391,6 +393,166 @@ def steer(prompt: str = typer.Argument(..., help="The user message."),
         table.add_column(name)
     table.add_row(*answers.values())
     console.print(table)
+
+
+def _floats(text: str, what: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ValuemechError(f"{what} must be a comma list of numbers, not {text!r}") from None
+
+
+def _ints(text: str, what: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ValuemechError(f"{what} must be a comma list of integers, not {text!r}") from None
+
+
+@app.command()
+@friendly
+def sweep(run_dir: Path = RunOpt,
+          components: str = typer.Option("intrinsic,prompted,intrinsic_orth,prompted_orth,shared,intrinsic_unique,prompted_unique,mean_delta",
+                                         help="Comma list of components."),
+          layers: Optional[str] = typer.Option(None, help="Comma list of blocks (default: the middle block)."),
+          alphas: str = typer.Option("0.05,0.1,0.2,0.4,0.8", help="Relative α grid (x residual norm)."),
+          probe_value: str = typer.Option("benevolence", "--probe-value", help="Value whose components are swept."),
+          max_drop: float = typer.Option(5.0, "--max-drop", help="Largest accuracy drop allowed (points)."),
+          max_kl: Optional[float] = typer.Option(None, "--max-kl", help="Largest KL on neutral text allowed."),
+          n_items: int = typer.Option(80, "--n-items", help="Multiple-choice items used by the guard."),
+          quiet: bool = QuietOpt) -> None:
+    """Guard curves (MC accuracy drop, KL) over α per component; picks the largest safe α -> RUN/evals/sweep.json."""
+    from valuemech.evals.sweep import sweep as run_sweep
+    from valuemech.io import atomic_write_json
+    from valuemech.models.loading import load_model
+    from valuemech.pipeline import open_run
+    from valuemech.steering import COMPONENTS, SteeringSource
+    from valuemech.values import canonical_value
+
+    comps = [c.strip() for c in components.split(",") if c.strip()]
+    bad = [c for c in comps if c not in COMPONENTS]
+    if bad:
+        raise ValuemechError(f"unknown component {bad[0]!r}; choose from {', '.join(COMPONENTS)}")
+    rd, cfg = open_run(run_dir)
+    lm = load_model(cfg.model)
+    source = SteeringSource.from_run(rd.root, lm)
+    layer_list = _ints(layers, "--layers") if layers else [lm.n_layers // 2]
+    for l in layer_list:
+        lm.arch.check_layer(l)
+    res = run_sweep(lm, source, comps, layer_list, _floats(alphas, "--alphas"), canonical_value(probe_value),
+                    max_drop, max_kl, n_items, progress=not quiet)
+    atomic_write_json(rd.root / "evals" / "sweep.json", res)
+    table = Table(title=f"chosen α (accuracy drop < {max_drop:g} pts{'' if max_kl is None else f', KL < {max_kl:g}'}); "
+                        f"baseline accuracy {res['baseline_accuracy']:.3f} on {res['n_items']} items")
+    for col in ("component", "block", "α", "accuracy drop", "KL"):
+        table.add_column(col)
+    for comp, ch in res["chosen"].items():
+        table.add_row(comp, *(["-"] * 4 if ch is None else
+                              [str(ch["layer"]), f"{ch['alpha']:g}", f"{ch['accuracy_drop']:.1f}", f"{ch['kl']:.3f}"]))
+    console.print(table)
+    console.print(f"written: {rd.root / 'evals' / 'sweep.json'}")
+
+
+@eval_app.command("pvq")
+@friendly
+def eval_pvq(run_dir: Path = RunOpt,
+             langs: str = typer.Option("en,zh,es,fr,ko", help="Languages of the built-in portraits."),
+             items_file: Optional[Path] = typer.Option(None, "--items", help="A PVQ file (JSON/CSV) instead of the built-in items."),
+             values: str = typer.Option("all", help="Target values (comma list)."),
+             components: str = typer.Option("intrinsic,prompted,intrinsic_orth,prompted_orth,shared,intrinsic_unique,prompted_unique",
+                                            help="Components to steer with."),
+             layer: Optional[int] = typer.Option(None, help="Block (default: from evals/sweep.json, else the middle block)."),
+             alpha: Optional[float] = typer.Option(None, help="Relative α for every component (default: from evals/sweep.json)."),
+             beta: float = typer.Option(3.0, help="Neuron-class scaling factor (0 skips neuron rows)."),
+             control: bool = typer.Option(True, help="Add a same-norm random-direction control row."),
+             n_boot: int = typer.Option(1000, "--n-boot"),
+             quiet: bool = QuietOpt) -> None:
+    """PVQ target-value gain per component, neuron class and control, per language -> RUN/evals/pvq.json."""
+    import json
+
+    from valuemech.evals.pvq import builtin_items, load_items, pvq_gains
+    from valuemech.io import atomic_write_json
+    from valuemech.models.loading import load_model
+    from valuemech.pipeline import open_run
+    from valuemech.steering import COMPONENTS, SteeringSource, scale_neuron_class, steer as steer_ctx
+    from valuemech.values import parse_values
+
+    rd, cfg = open_run(run_dir)
+    comps = [c.strip() for c in components.split(",") if c.strip()]
+    bad = [c for c in comps if c not in COMPONENTS or c == "mean_delta"]
+    if bad:
+        raise ValuemechError(f"unknown or value-agnostic component {bad[0]!r} for a PVQ gain")
+    vals = parse_values(values)
+    items = load_items(items_file) if items_file else builtin_items([l.strip() for l in langs.split(",")])
+    lm = load_model(cfg.model)
+    source = SteeringSource.from_run(rd.root, lm)
+    sweep_path = rd.root / "evals" / "sweep.json"
+    chosen = json.loads(sweep_path.read_text())["chosen"] if sweep_path.exists() else {}
+    settings = {}
+    conditions = {}
+    for c in comps:
+        ch = chosen.get(c) or {}
+        lay = layer if layer is not None else ch.get("layer", lm.n_layers // 2)
+        a = alpha if alpha is not None else ch.get("alpha", 0.2)
+        lm.arch.check_layer(lay)
+        settings[c] = {"layer": lay, "alpha": a}
+        conditions[c] = (lambda v, c=c, lay=lay, a=a: steer_ctx(lm, source, c, v, lay, a))
+    if beta and rd.neurons_json.exists():
+        neurons = json.loads(rd.neurons_json.read_text())
+        for cls in ("shared", "intrinsic", "prompted"):
+            conditions[f"neurons:{cls}"] = (lambda v, cls=cls: scale_neuron_class(lm, neurons, v, cls, beta))
+            settings[f"neurons:{cls}"] = {"beta": beta}
+    if control:
+        ref = settings.get("prompted") or next(iter(settings.values()))
+        lay, a = ref.get("layer", lm.n_layers // 2), ref.get("alpha", 0.2)
+        conditions["random control"] = (lambda v, lay=lay, a=a: steer_ctx(lm, source, "shared", v, lay, a, control_seed=0))
+        settings["random control"] = {"layer": lay, "alpha": a}
+    res = pvq_gains(lm, conditions, items, vals, n_boot=n_boot, progress=not quiet)
+    res["settings"] = settings
+    res["values"] = vals
+    atomic_write_json(rd.root / "evals" / "pvq.json", res)
+    langs_found = [k for k in next(iter(res["rows"].values())) if k != "mean"]
+    table = Table(title="PVQ target-value gain (6-pt scale; mean over values, 95% bootstrap CI)")
+    table.add_column("condition")
+    for l in langs_found + ["mean"]:
+        table.add_column(l, justify="right")
+    for name, row in res["rows"].items():
+        table.add_row(name, *[f"{row[l]['gain']:+.3f} [{row[l]['gain_ci'][0]:+.2f}, {row[l]['gain_ci'][1]:+.2f}]"
+                              for l in langs_found + ["mean"]])
+    console.print(table)
+    for l, b in res["baseline"].items():
+        if b["degenerate"]:
+            console.print(f"[yellow]warning[/]: {l}: degenerate Likert rater (argmax counts {b['argmax_counts']}, "
+                          f"option mass {b['mean_option_mass']:.2f})")
+    console.print(f"written: {rd.root / 'evals' / 'pvq.json'}")
+
+
+@eval_app.command("circumplex")
+@friendly
+def eval_circumplex(run_dir: Path = RunOpt,
+                    layer: Optional[int] = typer.Option(None, help="Block (default: the middle block)."),
+                    n_permutations: int = typer.Option(1000, "--n-permutations")) -> None:
+    """PCA of the u_shared axes (and of the difference axes), Procrustes fit to the circle -> RUN/evals/circumplex.json."""
+    from valuemech.circumplex import cosine_matrix, fit_circumplex
+    from valuemech.io import atomic_write_json
+    from valuemech.pipeline import open_run
+
+    rd, _ = open_run(run_dir)
+    comps = rd.load_components()
+    n_layers = int(comps.metadata["n_layers"])
+    layer = n_layers // 2 if layer is None else layer
+    if not 0 <= layer < n_layers:
+        raise ValuemechError(f"layer {layer} out of range 0..{n_layers - 1}")
+    out = {"layer": layer}
+    for name, comp in (("shared", "shared"), ("difference (control)", "intrinsic_unique")):
+        axes = {k.split(".", 1)[1]: t[layer].numpy() for k, t in comps.tensors.items() if k.startswith(comp + ".")}
+        fit = fit_circumplex(axes, n_permutations)
+        vals, cos = cosine_matrix(axes)
+        out[name] = {"values": fit.values, "explained_2pc": fit.explained_2pc, "r2": fit.r2,
+                     "p_value": fit.p_value, "coords": fit.coords.tolist(), "cosine_matrix": cos.tolist()}
+        console.print(f"{name} axes @ block {layer}: 2 PCs explain {fit.explained_2pc:.3f}; "
+                      f"Procrustes R^2 {fit.r2:.3f}, permutation p = {fit.p_value:.3f} ({n_permutations} permutations)")
+    atomic_write_json(rd.root / "evals" / "circumplex.json", out)
 
 
 @app.command()
