@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/valuemech models pull smollm2-135m
 	$(VENV)/bin/valuemech run --preset quick --out $(RUN)
-	@echo "results in $(RUN)/ (config.yaml, responses.jsonl, labels.jsonl, vectors.safetensors, components.safetensors, decompose.json)"
+	@echo "results in $(RUN)/ (config.yaml, responses.jsonl, labels.jsonl, vectors.safetensors, components.safetensors, decompose.json, neurons.json)"
 
 test: $(STAMP)
 	$(PY) -m pytest

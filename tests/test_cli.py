@@ -113,7 +113,11 @@ def test_bad_input_one_line_errors(tmp_path):
 def test_every_subcommand_has_help():
     for cmd in (["--help"], ["run", "--help"], ["generate", "--help"], ["label", "--help"],
                 ["extract", "--help"], ["decompose", "--help"], ["summary", "--help"],
-                ["models", "--help"], ["models", "list", "--help"], ["models", "pull", "--help"]):
+                ["models", "--help"], ["models", "list", "--help"], ["models", "pull", "--help"],
+                ["neurons", "--help"], ["steer", "--help"], ["sweep", "--help"], ["serve", "--help"],
+                ["label", "--help"], ["eval", "--help"], ["eval", "pvq", "--help"], ["eval", "circumplex", "--help"],
+                ["judges", "--help"], ["judges", "evaluate", "--help"], ["judges", "calibrate", "--help"],
+                ["judges", "table", "--help"]):
         result = invoke(*cmd)
         assert result.exit_code == 0 and "Usage" in result.output, cmd
 

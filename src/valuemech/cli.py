@@ -120,6 +120,9 @@ def run(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Generation batch size."),
     prompted_mode: Optional[str] = typer.Option(None, "--prompted-mode", help="random | all."),
     values: Optional[str] = typer.Option(None, help="Comma list of values to prompt (default all)."),
+    endpoint: Optional[str] = typer.Option(None, "--endpoint", help="Generate through this OpenAI-compatible base URL."),
+    endpoint_model: Optional[str] = typer.Option(None, "--endpoint-model", help="Model name to request from --endpoint."),
+    endpoint_key_env: Optional[str] = typer.Option(None, "--endpoint-key-env", help="Env variable holding the endpoint's API key."),
     stages: str = typer.Option("all", help="Comma list of stages (generate,label,extract,decompose,neurons)."),
     dtype: Optional[str] = DtypeOpt, device: Optional[str] = DeviceOpt,
     device_map: Optional[str] = DeviceMapOpt, threads: Optional[int] = ThreadsOpt,
@@ -132,6 +135,10 @@ def run(
 
     ov = _overrides(model, dtype, device, device_map, threads, trust_remote_code, layers_path,
                     mlp_down_path, seed, n_queries, queries, judge, batch_size, prompted_mode, values)
+    if endpoint is not None:
+        ov.setdefault("generation", {}).update(
+            backend="endpoint", endpoint={"base_url": endpoint, "model": endpoint_model or "default",
+                                          "api_key_env": endpoint_key_env})
     if judge_options is not None:
         ov.setdefault("judge", {"name": judge or make_config(preset).judge.name})
         ov["judge"]["options"] = _judge_options(judge_options)
