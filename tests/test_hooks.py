@@ -171,3 +171,16 @@ def test_bad_vector_shape_and_layer_are_one_line_errors(tiny_llama):
         with hooks.add_vectors(lm, {0: torch.zeros(lm.hidden_size)}, positions="middle"):
             pass
     assert all(not layer._forward_hooks for layer in lm.arch.layers)
+
+
+def test_failed_registration_leaves_no_hooks(tiny_llama):
+    lm = tiny_llama
+    with pytest.raises(ValuemechError, match="hidden size"):
+        with hooks.add_vectors(lm, {0: torch.zeros(lm.hidden_size), 1: torch.zeros(3)}, positions="prompt"):
+            pass
+    with pytest.raises(ValuemechError, match="neuron index"):
+        with hooks.scale_neurons(lm, {0: [1], 1: [10_000]}, 2.0):
+            pass
+    assert all(not layer._forward_hooks for layer in lm.arch.layers)
+    assert all(not d._forward_pre_hooks for d in lm.arch.down_projs)
+    assert not lm.arch.decoder._forward_pre_hooks

@@ -144,38 +144,48 @@ def _check_positions(positions: Positions) -> None:
 
 
 @contextmanager
+def _phase_hooks(arch: ModelArch, positions: Positions) -> Iterator[tuple[_Phase | None, list]]:
+    """Validate ``positions``, register the prefill/decode tracker if needed, and remove every
+    handle appended to the yielded list on exit (also when registration itself fails)."""
+    _check_positions(positions)
+    phase = _Phase() if isinstance(positions, str) and positions != "all" else None
+    handles: list = []
+    try:
+        if phase is not None:
+            handles.append(arch.decoder.register_forward_pre_hook(phase, with_kwargs=True))
+        yield phase, handles
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@contextmanager
 def add_vectors(model, vectors: Mapping[int, torch.Tensor], alpha: float = 1.0,
                 positions: Positions = "all") -> Iterator[None]:
     """Add ``alpha * vectors[l]`` to the residual stream after block ``l`` at the chosen positions."""
     arch = _arch(model)
-    _check_positions(positions)
-    phase = _Phase() if isinstance(positions, str) and positions != "all" else None
-    handles = []
-    if phase is not None:
-        handles.append(arch.decoder.register_forward_pre_hook(phase, with_kwargs=True))
-    for layer, vec in vectors.items():
-        layer = arch.check_layer(layer)
-        vec = torch.as_tensor(vec)
-        if vec.shape != (arch.hidden_size,):
-            raise ValuemechError(
-                f"steering vector for layer {layer} has shape {tuple(vec.shape)}, model hidden size is {arch.hidden_size}")
-        block = arch.layers[layer]
-        delta_cache: dict[tuple, torch.Tensor] = {}
+    with _phase_hooks(arch, positions) as (phase, handles):
+        for layer, vec in vectors.items():
+            layer = arch.check_layer(layer)
+            vec = torch.as_tensor(vec)
+            if vec.shape != (arch.hidden_size,):
+                raise ValuemechError(f"steering vector for layer {layer} has shape {tuple(vec.shape)}, "
+                                     f"model hidden size is {arch.hidden_size}")
+            delta_cache: dict[tuple, torch.Tensor] = {}
 
-        def hook(_mod, _inp, out, vec=vec, delta_cache=delta_cache):
-            hidden = _hidden(out)
-            mask = _position_mask(positions, phase, hidden)
-            if mask is False:
-                return out
-            key = (hidden.dtype, hidden.device)
-            if key not in delta_cache:
-                delta_cache[key] = (alpha * vec.to(torch.float64)).to(hidden.device, hidden.dtype)
-            delta = delta_cache[key]
-            new = hidden + delta if mask is True else hidden + delta * mask.to(hidden.dtype)
-            return _replace_hidden(out, new)
+            def hook(_mod, _inp, out, vec=vec, delta_cache=delta_cache):
+                hidden = _hidden(out)
+                mask = _position_mask(positions, phase, hidden)
+                if mask is False:
+                    return out
+                key = (hidden.dtype, hidden.device)
+                if key not in delta_cache:
+                    delta_cache[key] = (alpha * vec.to(torch.float64)).to(hidden.device, hidden.dtype)
+                delta = delta_cache[key]
+                new = hidden + delta if mask is True else hidden + delta * mask.to(hidden.dtype)
+                return _replace_hidden(out, new)
 
-        handles.append(block.register_forward_hook(hook))
-    with _registered(handles):
+            handles.append(arch.layers[layer].register_forward_hook(hook))
         yield
 
 
@@ -184,31 +194,26 @@ def scale_neurons(model, neurons: Mapping[int, Sequence[int] | torch.Tensor], be
                   positions: Positions = "all") -> Iterator[None]:
     """Multiply the activations of the given neurons of each block by ``beta``."""
     arch = _arch(model)
-    _check_positions(positions)
-    phase = _Phase() if isinstance(positions, str) and positions != "all" else None
-    handles = []
-    if phase is not None:
-        handles.append(arch.decoder.register_forward_pre_hook(phase, with_kwargs=True))
-    for layer, idx in neurons.items():
-        layer = arch.check_layer(layer)
-        idx = torch.as_tensor(idx, dtype=torch.long).flatten()
-        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= arch.d_mlp):
-            raise ValuemechError(f"neuron index out of range for layer {layer} (0..{arch.d_mlp - 1})")
-        idx = idx.to(_module_device(arch.down_projs[layer]))
+    with _phase_hooks(arch, positions) as (phase, handles):
+        for layer, idx in neurons.items():
+            layer = arch.check_layer(layer)
+            idx = torch.as_tensor(idx, dtype=torch.long).flatten()
+            if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= arch.d_mlp):
+                raise ValuemechError(f"neuron index out of range for layer {layer} (0..{arch.d_mlp - 1})")
+            idx = idx.to(_module_device(arch.down_projs[layer]))
 
-        def hook(_mod, args, idx=idx):
-            act = args[0]
-            mask = _position_mask(positions, phase, act)
-            if mask is False or idx.numel() == 0:
-                return None
-            factor = torch.ones(act.shape[-1], dtype=act.dtype, device=act.device)
-            factor[idx] = beta
-            if mask is True:
-                return (act * factor, *args[1:])
-            return (torch.where(mask, act * factor, act), *args[1:])
+            def hook(_mod, args, idx=idx):
+                act = args[0]
+                mask = _position_mask(positions, phase, act)
+                if mask is False or idx.numel() == 0:
+                    return None
+                factor = torch.ones(act.shape[-1], dtype=act.dtype, device=act.device)
+                factor[idx] = beta
+                if mask is True:
+                    return (act * factor, *args[1:])
+                return (torch.where(mask, act * factor, act), *args[1:])
 
-        handles.append(arch.down_projs[layer].register_forward_pre_hook(hook))
-    with _registered(handles):
+            handles.append(arch.down_projs[layer].register_forward_pre_hook(hook))
         yield
 
 
