@@ -51,9 +51,8 @@ def test_smoke_run_writes_the_run_directory(smoke_run):
         kept = neurons["per_value"][v]["neurons"]
         assert len(kept) == 2 * 2  # 2 blocks x ceil(1% of 128 neurons)
         assert sum(sum(c) for c in neurons["per_value"][v]["counts_per_layer"].values()) == len(kept)
-    assert any("top_tokens" in n for v in summary["values"] for n in neurons["per_value"][v]["neurons"]
-               if n["class"] != "none") or all(n["class"] == "none" for v in summary["values"]
-                                               for n in neurons["per_value"][v]["neurons"])
+        assert all(1 <= len(n["top_tokens"]) <= 5 and {"token", "context", "activation"} <= set(n["top_tokens"][0])
+                   for n in kept)
 
 
 def test_rerun_skips_completed_stages_and_summary(smoke_run):

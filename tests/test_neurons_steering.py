@@ -179,3 +179,23 @@ def test_pvq_gains_zero_for_identity_conditions(tiny_llama):
     big = pvq_gains(tiny_llama, {"shared": lambda v: steer(tiny_llama, src, "shared", v, 1, 2.0)},
                     items[:15], ["power"], n_boot=20, progress=False)
     assert big["rows"]["shared"]["en"]["gain"] != 0.0
+
+
+def test_top_activations_match_a_direct_read(tiny_llama):
+    from valuemech import hooks
+    from valuemech.neurons import top_activations
+
+    lm = tiny_llama
+    recs = [{"id": f"r{i}", "prompt_token_ids": lm.prompt_ids(f"question {i}", None),
+             "response_token_ids": list(f"answer {i * 7}".encode())} for i in range(5)]
+    got = top_activations(lm, recs, [(1, 5), (0, 17)], top_n=3, batch_size=2, progress=False)
+    for (layer, neuron), rows in got.items():
+        best = []
+        for r in recs:
+            with torch.no_grad(), hooks.read_neurons(lm, [layer]) as acts:
+                lm.model(torch.tensor([r["prompt_token_ids"] + r["response_token_ids"]]))
+            a = acts[layer][0, -len(r["response_token_ids"]):, neuron]
+            best.append((float(a.max()), r["id"]))
+        best.sort(reverse=True)
+        assert [row["response_id"] for row in rows] == [rid for _, rid in best[:3]]
+        assert rows[0]["activation"] == pytest.approx(best[0][0], abs=1e-4)

@@ -99,3 +99,11 @@ def test_streaming_sends_content_then_done(server):
     assert lines[-1] == "data: [DONE]"
     chunk = json.loads(lines[0][6:])
     assert chunk["object"] == "chat.completion.chunk" and "content" in chunk["choices"][0]["delta"]
+
+
+def test_vectors_from_another_model_are_refused(smoke_dir):
+    from valuemech.errors import ValuemechError
+    from valuemech.models import load_model
+
+    with pytest.raises(ValuemechError, match="not from the loaded model"):
+        create_app(load_model("tiny-qwen2"), run_dir=smoke_dir)

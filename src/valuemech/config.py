@@ -75,8 +75,8 @@ class NeuronConfig:
 
     k_percent: float = 1.0  # keep the top k% of neurons per block by projection norm
     max_angle: float = 30.0  # degrees: assign to the nearest axis only below this angle
-    top_neurons: int = 3  # per value and class, neurons whose top-activating tokens are listed
-    top_responses: int = 120  # responses scanned for top-activating tokens
+    top_tokens: int = 5  # top-activating response tokens listed per kept neuron
+    top_responses: int = 120  # stored responses scanned for them
 
 
 @dataclass

@@ -120,14 +120,11 @@ def top_activations(lm: LoadedModel, records: list[dict], targets: list[tuple[in
                             use_cache=False)
         width = ids.shape[1]
         for b, r in enumerate(batch):
-            n_resp = len(r["response_token_ids"])
-            start = width - n_resp
+            start = width - len(r["response_token_ids"])
             for layer, idxs in by_layer.items():
-                a = acts[layer][b, start:, idxs].float().cpu()  # [n_resp, k]
-                for j, neuron in enumerate(idxs):
-                    col = a[:, j]
-                    t = int(col.argmax())
-                    val = float(col[t])
+                a = acts[layer][b, start:][:, idxs].float().cpu()  # [n_resp, k]
+                best_val, best_t = a.max(dim=0)
+                for neuron, val, t in zip(idxs, best_val.tolist(), best_t.tolist()):
                     heap = heaps[layer, neuron]
                     item = (val, r["id"], t)
                     if len(heap) < top_n:
@@ -147,16 +144,15 @@ def top_activations(lm: LoadedModel, records: list[dict], targets: list[tuple[in
 
 
 def neurons_report(lm: LoadedModel, comps: Components, records: list[dict], k_percent: float = 1.0,
-                   max_angle: float = 30.0, top_neurons: int = 3, top_responses: int = 120,
+                   max_angle: float = 30.0, top_tokens: int = 5, top_responses: int = 120,
                    progress: bool = True) -> dict:
-    """The content of ``neurons.json``: kept neurons per value, per-block counts, overlaps, top tokens."""
+    """The content of ``neurons.json``: kept neurons per value (each with its ``top_tokens``
+    highest-activating response tokens and their context over the first ``top_responses`` stored
+    responses), per-block counts per class, and overlaps across values."""
     found = find_value_neurons(lm, comps, None, k_percent, max_angle)
-    targets: set[tuple[int, int]] = set()
-    for kept in found.values():
-        for cls in ("shared", "intrinsic", "prompted"):
-            best = sorted((n for n in kept if n.cls == cls), key=lambda n: -n.proj_norm)[:top_neurons]
-            targets.update((n.layer, n.neuron) for n in best)
-    tokens = top_activations(lm, records[:top_responses], sorted(targets), progress=progress) if targets else {}
+    targets = {(n.layer, n.neuron) for kept in found.values() for n in kept}
+    tokens = top_activations(lm, records[:top_responses], sorted(targets), top_n=top_tokens,
+                             progress=progress) if targets else {}
     per_value = {}
     for v, kept in found.items():
         rows = []
