@@ -199,3 +199,19 @@ def test_top_activations_match_a_direct_read(tiny_llama):
         best.sort(reverse=True)
         assert [row["response_id"] for row in rows] == [rid for _, rid in best[:3]]
         assert rows[0]["activation"] == pytest.approx(best[0][0], abs=1e-4)
+
+
+def test_prefix_cached_option_probabilities_equal_the_plain_ones(tiny_any):
+    from valuemech.evals.pvq import OPTIONS, builtin_items, likert_prompts
+    from valuemech.scoring import _common_prefix_len, option_probabilities
+
+    lm = tiny_any
+    prompts = likert_prompts(lm, builtin_items(["en"])[:7], reverse=False)
+    assert _common_prefix_len(prompts) >= 8
+    src = _source(lm)
+    for ctx in (None, "steer"):
+        with (steer(lm, src, "shared", "power", 1, 0.5) if ctx else torch.no_grad()):
+            plain = option_probabilities(lm, prompts, OPTIONS, batch_size=3, prefix_cache=False)
+            cached = option_probabilities(lm, prompts, OPTIONS, batch_size=3, prefix_cache=True)
+        torch.testing.assert_close(cached.probs, plain.probs, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(cached.mass, plain.mass, rtol=1e-4, atol=1e-9)

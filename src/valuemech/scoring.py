@@ -57,25 +57,75 @@ class OptionScores:
     mass: torch.Tensor  # [n] total probability on the options before normalising
 
 
+def _common_prefix_len(seqs: list[list[int]]) -> int:
+    first = seqs[0]
+    n = min(len(q) for q in seqs)
+    for i in range(n):
+        if any(q[i] != first[i] for q in seqs):
+            return i
+    return n
+
+
+def _cache_kwarg(model) -> str:
+    """The forward argument that takes a KV cache ("cache" in transformers 5, else "past_key_values")."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
 @torch.no_grad()
-def option_probabilities(lm: LoadedModel, prompts: list[list[int]], options: list[str],
-                         batch_size: int = 16) -> OptionScores:
-    """Normalised option probabilities and option mass for each prompt (batched, left-padded)."""
-    opt_ids = option_token_ids(lm.tokenizer, options)
+def _prefix_cache(lm: LoadedModel, prefix: list[int]):
+    """The KV cache of ``prefix`` (None when the model's cache has sliding-window layers)."""
+    out = lm.model(input_ids=torch.tensor([prefix], device=lm.device), use_cache=True, logits_to_keep=1)
+    cache = getattr(out, "past_key_values", None) or getattr(out, "cache", None)
+    if cache is None or any(getattr(cache, "is_sliding", [False])) or not hasattr(cache, "batch_repeat_interleave"):
+        return None
+    return cache
+
+
+@torch.no_grad()
+def next_token_probs(lm: LoadedModel, prompts: list[list[int]], batch_size: int = 16,
+                     prefix_cache: bool = True) -> torch.Tensor:
+    """Next-token probabilities ``[n, vocab]`` (float64) after each prompt.
+
+    With ``prefix_cache``, the prompts' common prefix (chat header, default system prompt,
+    instructions) is run once and its KV cache reused for every batch; the result equals the plain
+    computation up to float rounding (tested), and models whose cache has sliding-window layers
+    fall back to the plain path. Hooks active around the call apply to both passes.
+    """
+    import copy
+
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    probs = torch.zeros(len(prompts), len(options), dtype=torch.float64)
-    mass = torch.zeros(len(prompts), dtype=torch.float64)
+    plen = _common_prefix_len(prompts) if prefix_cache and len(prompts) > 1 else 0
+    plen = min(plen, min(len(p) for p in prompts) - 1) if plen else 0
+    cache = _prefix_cache(lm, prompts[0][:plen]) if plen >= 8 else None
+    if cache is None:
+        plen = 0
+    out = torch.zeros(len(prompts), lm.model.get_output_embeddings().weight.shape[0], dtype=torch.float64)
     dev = lm.device
     for s in range(0, len(order), batch_size):
         idx = order[s: s + batch_size]
-        ids, mask = left_pad([prompts[i] for i in idx], lm.tokenizer.pad_token_id)
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        ids, mask = left_pad([prompts[i][plen:] for i in idx], lm.tokenizer.pad_token_id)
+        pos = (mask.cumsum(-1) - 1).clamp(min=0) + plen
+        kwargs = {}
+        if cache is not None:
+            c = copy.deepcopy(cache)
+            c.batch_repeat_interleave(len(idx))
+            mask = torch.cat([torch.ones(len(idx), plen, dtype=mask.dtype), mask], dim=1)
+            kwargs = {_cache_kwarg(lm.model): c, "use_cache": True}
         logits = lm.model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
-                          logits_to_keep=1).logits[:, -1]
-        p = logits.double().softmax(-1).cpu()
-        per_opt = torch.stack([p[:, t].sum(-1) for t in opt_ids], dim=-1)  # [b, k]
-        total = per_opt.sum(-1)
-        for j, i in enumerate(idx):
-            mass[i] = total[j]
-            probs[i] = per_opt[j] / total[j] if total[j] > 0 else torch.full((len(options),), 1.0 / len(options))
-    return OptionScores(probs, mass)
+                          logits_to_keep=1, **kwargs).logits[:, -1]
+        out[idx] = logits.double().softmax(-1).cpu()
+    return out
+
+
+def option_probabilities(lm: LoadedModel, prompts: list[list[int]], options: list[str],
+                         batch_size: int = 16, prefix_cache: bool = True) -> OptionScores:
+    """Normalised option probabilities and option mass for each prompt (batched, left-padded)."""
+    opt_ids = option_token_ids(lm.tokenizer, options)
+    p = next_token_probs(lm, prompts, batch_size, prefix_cache)
+    per_opt = torch.stack([p[:, t].sum(-1) for t in opt_ids], dim=-1)  # [n, k]
+    mass = per_opt.sum(-1)
+    safe = torch.where(mass[:, None] > 0, per_opt / mass.clamp_min(1e-300)[:, None],
+                       torch.full_like(per_opt, 1.0 / len(options)))
+    return OptionScores(safe, mass)

@@ -34,25 +34,27 @@ from valuemech.values import VALUES, canonical_value
 LANGS = ("en", "zh", "es", "fr", "ko")
 OPTIONS = ["1", "2", "3", "4", "5", "6"]
 
+# The portrait comes last so that every item of a language shares the instruction as a prefix
+# (scored once per batch from a KV cache, see valuemech.scoring.next_token_probs).
 LIKERT = {
-    "en": ('Here is a short description of a person:\n"{text}"\nHow much is this person like you? '
-           "Reply with a single number from 1 to 6, where {scale}.",
+    "en": ("How much is the person described below like you? Reply with a single number from 1 to 6, "
+           'where {scale}.\n\nThe person: "{text}"',
            ("1 = not like me at all and 6 = very much like me", "1 = very much like me and 6 = not like me at all"),
            "Answer:"),
-    "zh": ('以下是对一个人的简短描述：\n"{text}"\n这个人和你有多像？请只回答一个1到6之间的数字，其中{scale}。',
-           ("1 = 完全不像我，6 = 非常像我", "1 = 非常像我，6 = 完全不像我"), "答案："),
-    "es": ('Esta es una breve descripción de una persona:\n"{text}"\n¿Cuánto se parece esta persona a ti? '
-           "Responde con un solo número del 1 al 6, donde {scale}.",
-           ("1 = no se parece nada a mí y 6 = se parece mucho a mí",
-            "1 = se parece mucho a mí y 6 = no se parece nada a mí"), "Respuesta:"),
-    "fr": ("Voici une courte description d'une personne :\n« {text} »\nÀ quel point cette personne vous "
-           "ressemble-t-elle ? Répondez par un seul chiffre de 1 à 6, où {scale}.",
-           ("1 = ne me ressemble pas du tout et 6 = me ressemble beaucoup",
-            "1 = me ressemble beaucoup et 6 = ne me ressemble pas du tout"), "Réponse :"),
-    "ko": ('다음은 어떤 사람에 대한 짧은 설명입니다:\n"{text}"\n이 사람은 당신과 얼마나 비슷합니까? '
-           "1부터 6까지의 숫자 하나로만 답하세요. {scale}.",
-           ("1 = 전혀 나와 비슷하지 않음, 6 = 나와 매우 비슷함", "1 = 나와 매우 비슷함, 6 = 전혀 나와 비슷하지 않음"), "답:"),
+    "zh": '下面描述的这个人和你有多像？请只回答一个1到6之间的数字，其中{scale}。\n\n这个人："{text}"',
+    "es": ("¿Cuánto se parece a ti la persona descrita abajo? Responde con un solo número del 1 al 6, "
+           'donde {scale}.\n\nLa persona: "{text}"'),
+    "fr": ("À quel point la personne décrite ci-dessous vous ressemble-t-elle ? Répondez par un seul "
+           "chiffre de 1 à 6, où {scale}.\n\nLa personne : « {text} »"),
+    "ko": '아래에 설명된 사람은 당신과 얼마나 비슷합니까? 1부터 6까지의 숫자 하나로만 답하세요. {scale}.\n\n그 사람: "{text}"',
 }
+LIKERT["zh"] = (LIKERT["zh"], ("1 = 完全不像我，6 = 非常像我", "1 = 非常像我，6 = 完全不像我"), "答案：")
+LIKERT["es"] = (LIKERT["es"], ("1 = no se parece nada a mí y 6 = se parece mucho a mí",
+                               "1 = se parece mucho a mí y 6 = no se parece nada a mí"), "Respuesta:")
+LIKERT["fr"] = (LIKERT["fr"], ("1 = ne me ressemble pas du tout et 6 = me ressemble beaucoup",
+                               "1 = me ressemble beaucoup et 6 = ne me ressemble pas du tout"), "Réponse :")
+LIKERT["ko"] = (LIKERT["ko"], ("1 = 전혀 나와 비슷하지 않음, 6 = 나와 매우 비슷함",
+                               "1 = 나와 매우 비슷함, 6 = 전혀 나와 비슷하지 않음"), "답:")
 
 FORCED = {
     "en": ('Which of these two people is more like you?\nA: "{a}"\nB: "{b}"\nReply with A or B.', "Answer:"),
