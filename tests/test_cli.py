@@ -172,6 +172,8 @@ def test_sweep_pvq_and_circumplex_commands(smoke_run):
     r = invoke("eval", "circumplex", "--run", out, "--n-permutations", "50")
     assert r.exit_code == 0, r.output
     assert "r2" in json.loads((out / "evals" / "circumplex.json").read_text())["shared"]
+    md = invoke("eval", "markdown", "--run", out)
+    assert md.exit_code == 0 and "PVQ target-value gain" in md.stdout and "Circumplex" in md.stdout
     assert_one_line_error(invoke("sweep", "--run", out, "--components", "diagonal"), "unknown component 'diagonal'")
     assert_one_line_error(invoke("sweep", "--run", out, "--layers", "9"), "out of range")
     assert_one_line_error(invoke("eval", "pvq", "--run", out, "--langs", "de"), "no built-in PVQ items")

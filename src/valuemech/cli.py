@@ -534,6 +534,73 @@ def eval_pvq(run_dir: Path = RunOpt,
     console.print(f"written: {rd.root / 'evals' / 'pvq.json'}")
 
 
+@eval_app.command("markdown")
+@friendly
+def eval_markdown(run_dir: Path = RunOpt) -> None:
+    """Print the run's evaluation results (sweep, PVQ gains, neurons, circumplex) as Markdown tables."""
+    import json
+
+    from valuemech.pipeline import open_run
+
+    rd, cfg = open_run(run_dir)
+    ev = rd.root / "evals"
+    if (ev / "sweep.json").exists():
+        sw = json.loads((ev / "sweep.json").read_text())
+        print(f"### Capability guard (probe value {sw['probe_value']}; MC baseline accuracy "
+              f"{sw['baseline_accuracy']:.3f} on {sw['n_items']} items; KL on {sw['n_texts']} neutral texts)\n")
+        alphas = sw["alphas"]
+        print("| component | block | " + " | ".join(f"α={a:g}: drop / KL" for a in alphas) + " | chosen α |")
+        print("|---|---|" + "---|" * (len(alphas) + 1))
+        for comp, by_layer in sw["curves"].items():
+            for layer, pts in by_layer.items():
+                ch = sw["chosen"].get(comp)
+                print(f"| {comp} | {layer} | " + " | ".join(f"{p['accuracy_drop']:+.1f} / {p['kl']:.3f}" for p in pts)
+                      + f" | {'-' if ch is None else format(ch['alpha'], 'g')} |")
+        print()
+    if (ev / "pvq.json").exists():
+        pvq = json.loads((ev / "pvq.json").read_text())
+        langs = [k for k in next(iter(pvq["rows"].values())) if k != "mean"]
+        print("### PVQ target-value gain (6-point scale; mean over values [95% bootstrap CI over values])\n")
+        print("| condition | setting | " + " | ".join(langs) + " | mean |")
+        print("|---|---|" + "---|" * (len(langs) + 1))
+        for name, row in pvq["rows"].items():
+            st = pvq["settings"].get(name, {})
+            setting = ", ".join(f"{k}={v}" for k, v in st.items())
+            print(f"| {name} | {setting} | " + " | ".join(
+                f"{row[l]['gain']:+.3f} [{row[l]['gain_ci'][0]:+.3f}, {row[l]['gain_ci'][1]:+.3f}]" for l in langs + ["mean"]) + " |")
+        print("\nSpecificity (target change minus mean change on the other values), mean over languages:\n")
+        print("| condition | " + " | ".join(langs) + " |")
+        print("|---|" + "---|" * len(langs))
+        for name, row in pvq["rows"].items():
+            print(f"| {name} | " + " | ".join(f"{row[l]['specificity']:+.3f}" for l in langs) + " |")
+        print("\nBaseline rater per language:\n")
+        print("| lang | degenerate | option mass | argmax counts (1..6) |")
+        print("|---|---|---|---|")
+        for l, b in pvq["baseline"].items():
+            print(f"| {l} | {b['degenerate']} | {b['mean_option_mass']:.3f} | "
+                  f"{' '.join(str(b['argmax_counts'][str(k)]) for k in range(1, 7))} |")
+        print()
+    if rd.neurons_json.exists():
+        nj = json.loads(rd.neurons_json.read_text())
+        counts = nj["counts_per_layer"]
+        print(f"### Value neurons (top {nj['k_percent']:g}% per block by projection, angle < {nj['max_angle']:g}°; "
+              f"summed over values)\n")
+        print("| block | " + " | ".join(counts) + " |")
+        print("|---|" + "---|" * len(counts))
+        for l in range(nj["n_layers"]):
+            print(f"| {l} | " + " | ".join(str(counts[c][l]) for c in counts) + " |")
+        print(f"\nTotals: " + ", ".join(f"{c} {sum(v)}" for c, v in counts.items())
+              + f"; neurons kept for several values: {nj['overlap']['neurons_in_several_values']}\n")
+    if (ev / "circumplex.json").exists():
+        cx = json.loads((ev / "circumplex.json").read_text())
+        print(f"### Circumplex (block {cx['layer']})\n")
+        print("| axes | 2 PCs explain | Procrustes R² | permutation p |")
+        print("|---|---|---|---|")
+        for name in ("shared", "difference (control)"):
+            c = cx[name]
+            print(f"| {name} | {c['explained_2pc']:.3f} | {c['r2']:.3f} | {c['p_value']:.3f} |")
+
+
 @eval_app.command("circumplex")
 @friendly
 def eval_circumplex(run_dir: Path = RunOpt,
