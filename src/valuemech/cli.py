@@ -35,10 +35,10 @@ def friendly(fn):
             return fn(*args, **kwargs)
         except ValuemechError as exc:
             err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
-            raise typer.Exit(2)
+            raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err.print("interrupted; rerun the same command to resume")
-            raise typer.Exit(130)
+            raise typer.Exit(130) from None
 
     return wrapper
 
@@ -164,7 +164,7 @@ def _merge_dicts(base: dict, upd: dict) -> dict:
     return out
 
 
-def _stage_command(stage: str, needs_model: bool) -> None:
+def _stage_command(stage: str) -> None:
     @friendly
     def command(run_dir: Path = RunOpt, quiet: bool = QuietOpt,
                 force: bool = typer.Option(False, help="Redo the stage even if complete.")) -> None:
@@ -183,9 +183,8 @@ def _stage_command(stage: str, needs_model: bool) -> None:
     app.command(name=stage)(command)
 
 
-for _stage, _needs in (("generate", True), ("label", False), ("extract", True), ("decompose", False),
-                       ("neurons", True)):
-    _stage_command(_stage, _needs)
+for _stage in ("generate", "label", "extract", "decompose", "neurons"):
+    _stage_command(_stage)
 
 
 @app.command()
@@ -589,7 +588,7 @@ def eval_markdown(run_dir: Path = RunOpt) -> None:
         print("|---|" + "---|" * len(counts))
         for l in range(nj["n_layers"]):
             print(f"| {l} | " + " | ".join(str(counts[c][l]) for c in counts) + " |")
-        print(f"\nTotals: " + ", ".join(f"{c} {sum(v)}" for c, v in counts.items())
+        print("\nTotals: " + ", ".join(f"{c} {sum(v)}" for c, v in counts.items())
               + f"; neurons kept for several values: {nj['overlap']['neurons_in_several_values']}\n")
     if (ev / "circumplex.json").exists():
         cx = json.loads((ev / "circumplex.json").read_text())
