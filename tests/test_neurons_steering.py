@@ -47,6 +47,11 @@ def test_neuron_along_u_shared_is_classified_shared():
     assert kept[7].proj_norm == pytest.approx(5)
     assert set(kept) == {7, 8, 9, 10}  # top 10% of 40 by projection norm
     assert counts_per_layer(list(kept.values()), 5)["shared"] == [0, 0, 0, 1, 0]
+    # by cosine, a small weight lying in the plane outranks a big one mostly outside it
+    w[:, 11] = 0.5 * u_s
+    w[:, 12] = 10 * torch.randn(d, generator=g, dtype=torch.float64)
+    by_cos = {n.neuron for n in classify_layer(w, u_s, u_i, 3, k_percent=12.5, rank_by="cosine")}
+    assert 11 in by_cos and 12 not in by_cos
 
 
 def test_find_value_neurons_on_a_tiny_model(tiny_llama):

@@ -75,6 +75,7 @@ class NeuronConfig:
 
     k_percent: float = 1.0  # keep the top k% of neurons per block by projection norm
     max_angle: float = 30.0  # degrees: assign to the nearest axis only below this angle
+    rank_by: str = "norm"  # "norm": projection norm (DESIGN); "cosine": share of the weight in the plane
     top_tokens: int = 5  # top-activating response tokens listed per kept neuron
     top_responses: int = 120  # stored responses scanned for them
 
@@ -179,6 +180,8 @@ def validate(cfg: RunConfig) -> None:
         raise ValuemechError("data.n_queries must be at least 1")
     if not 0 < cfg.neurons.k_percent <= 100:
         raise ValuemechError("neurons.k_percent must be in (0, 100]")
+    if cfg.neurons.rank_by not in ("norm", "cosine"):
+        raise ValuemechError(f"neurons.rank_by must be 'norm' or 'cosine', not {cfg.neurons.rank_by!r}")
     if not 0 < cfg.neurons.max_angle <= 90:
         raise ValuemechError("neurons.max_angle must be in (0, 90] degrees")
     if cfg.extract.min_group < 1:

@@ -42,14 +42,22 @@ class NeuronInfo:
 
 
 def classify_layer(w_out: torch.Tensor, u_shared: torch.Tensor, u_int: torch.Tensor, layer: int,
-                   k_percent: float = 1.0, max_angle: float = 30.0) -> list[NeuronInfo]:
-    """Rank the columns of ``w_out`` ``[d, d_mlp]`` by projection onto span(u_shared, u_int); classify the top k%."""
+                   k_percent: float = 1.0, max_angle: float = 30.0, rank_by: str = "norm") -> list[NeuronInfo]:
+    """Rank the columns of ``w_out`` ``[d, d_mlp]`` by projection onto span(u_shared, u_int); classify the top k%.
+
+    ``rank_by="norm"`` ranks by the projection's norm (DESIGN §1.5; favours neurons with large
+    output weights, often generic ones); ``"cosine"`` by the projection's norm over the weight's
+    norm (how much of the neuron's output lies in the plane).
+    """
+    if rank_by not in ("norm", "cosine"):
+        raise ValuemechError(f"rank_by must be 'norm' or 'cosine', not {rank_by!r}")
     w = w_out.detach().to("cpu", torch.float64)
     x = u_shared.double() @ w  # [d_mlp]
     y = u_int.double() @ w
     norm = torch.sqrt(x ** 2 + y ** 2)
+    key = norm if rank_by == "norm" else norm / w.norm(dim=0).clamp_min(1e-300)
     n_keep = max(1, int(math.ceil(w.shape[1] * k_percent / 100.0)))
-    top = torch.topk(norm, n_keep).indices.tolist()
+    top = torch.topk(key, n_keep).indices.tolist()
     out = []
     for i in top:
         n = float(norm[i])
@@ -65,7 +73,8 @@ def classify_layer(w_out: torch.Tensor, u_shared: torch.Tensor, u_int: torch.Ten
 
 
 def find_value_neurons(lm: LoadedModel, comps: Components, values: list[str] | None = None,
-                       k_percent: float = 1.0, max_angle: float = 30.0) -> dict[str, list[NeuronInfo]]:
+                       k_percent: float = 1.0, max_angle: float = 30.0,
+                       rank_by: str = "norm") -> dict[str, list[NeuronInfo]]:
     """Kept and classified neurons per value over every block."""
     if not 0 < k_percent <= 100:
         raise ValuemechError("k_percent must be in (0, 100]")
@@ -75,7 +84,7 @@ def find_value_neurons(lm: LoadedModel, comps: Components, values: list[str] | N
         u_s, u_i = comps.get("shared", v), comps.get("intrinsic_unique", v)
         kept = []
         for layer, down in enumerate(lm.arch.down_projs):
-            kept += classify_layer(down.weight, u_s[layer], u_i[layer], layer, k_percent, max_angle)
+            kept += classify_layer(down.weight, u_s[layer], u_i[layer], layer, k_percent, max_angle, rank_by)
         out[v] = kept
     return out
 
@@ -145,11 +154,11 @@ def top_activations(lm: LoadedModel, records: list[dict], targets: list[tuple[in
 
 def neurons_report(lm: LoadedModel, comps: Components, records: list[dict], k_percent: float = 1.0,
                    max_angle: float = 30.0, top_tokens: int = 5, top_responses: int = 120,
-                   progress: bool = True) -> dict:
+                   progress: bool = True, rank_by: str = "norm") -> dict:
     """The content of ``neurons.json``: kept neurons per value (each with its ``top_tokens``
     highest-activating response tokens and their context over the first ``top_responses`` stored
     responses), per-block counts per class, and overlaps across values."""
-    found = find_value_neurons(lm, comps, None, k_percent, max_angle)
+    found = find_value_neurons(lm, comps, None, k_percent, max_angle, rank_by)
     targets = {(n.layer, n.neuron) for kept in found.values() for n in kept}
     tokens = top_activations(lm, records[:top_responses], sorted(targets), top_n=top_tokens,
                              progress=progress) if targets else {}
@@ -166,5 +175,5 @@ def neurons_report(lm: LoadedModel, comps: Components, records: list[dict], k_pe
         per_value[v] = {"neurons": rows, "counts_per_layer": counts_per_layer(kept, lm.n_layers)}
     totals = {c: [sum(per_value[v]["counts_per_layer"][c][l] for v in per_value) for l in range(lm.n_layers)]
               for c in CLASSES}
-    return {"k_percent": k_percent, "max_angle": max_angle, "n_layers": lm.n_layers, "d_mlp": lm.arch.d_mlp,
+    return {"k_percent": k_percent, "max_angle": max_angle, "rank_by": rank_by, "n_layers": lm.n_layers, "d_mlp": lm.arch.d_mlp,
             "per_value": per_value, "counts_per_layer": totals, "overlap": overlap(found)}

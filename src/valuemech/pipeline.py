@@ -170,7 +170,7 @@ def stage_neurons(run: RunDir, cfg: RunConfig, lm: LoadedModel, progress: bool =
     check_artifact_model(comps.metadata, lm, "components.safetensors")
     n = cfg.neurons
     report = neurons_report(lm, comps, read_jsonl(run.responses), n.k_percent, n.max_angle,
-                            n.top_tokens, n.top_responses, progress)
+                            n.top_tokens, n.top_responses, progress, n.rank_by)
     atomic_write_json(run.neurons_json, report)
     return report
 
