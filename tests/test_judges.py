@@ -128,3 +128,15 @@ def test_agreement_metrics_hand_computed():
     assert (pv["precision"], pv["recall"], pv["n"], pv["undecided"]) == (0.5, 1.0, 2, 1)
     t = calibrate_thresholds([{"power": 0.2}, {"power": 0.7}, {"power": 0.9}], gold, ["power"])
     assert t == {"power": 0.2}  # F1: 0.8 at 0.2, 0.5 at 0.7, 0.67 at 0.9
+
+
+def test_following_rates_hand_computed():
+    from valuemech.labels import following_rates
+
+    recs = [{"id": "a", "condition": "prompted", "prompted_value": "power"},
+            {"id": "b", "condition": "prompted", "prompted_value": "power"},
+            {"id": "c", "condition": "prompted", "prompted_value": "tradition"},
+            {"id": "d", "condition": "intrinsic", "prompted_value": None}]
+    labels = {"a": {"power": True}, "b": {"power": None}, "c": {"power": False}, "d": {"power": True}}
+    r = following_rates(recs, labels)["power"]
+    assert r == {"n_prompted_with": 2, "prompted_with": 1.0, "prompted_other": 0.0, "intrinsic": 1.0}

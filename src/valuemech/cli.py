@@ -190,11 +190,22 @@ for _stage in ("generate", "label", "extract", "decompose", "neurons"):
 @app.command()
 @friendly
 def summary(run_dir: Path = typer.Argument(..., help="Run directory.")) -> None:
-    """Print per-value label counts and cos(v_int, v_prompt) at the middle block."""
+    """Print per-value label counts, cos(v_int, v_prompt) at the middle block, and prompt following."""
+    from valuemech.labels import following_rates
     from valuemech.pipeline import open_run
 
-    open_run(run_dir)
+    rd, _ = open_run(run_dir)
     _print_summary(run_dir)
+    if rd.labels.exists():
+        rates = following_rates(rd.load_responses(), rd.load_labels())
+        table = Table(title="share of responses the judge says express the value")
+        for col in ("value", "n prompted with it", "prompted with it", "prompted with another", "unprompted"):
+            table.add_column(col, justify="left" if col == "value" else "right")
+        fmt = lambda x: "-" if x is None else f"{x:.2f}"  # noqa: E731
+        for v, r in rates.items():
+            table.add_row(v, str(r["n_prompted_with"]), fmt(r["prompted_with"]), fmt(r["prompted_other"]),
+                          fmt(r["intrinsic"]))
+        console.print(table)
 
 
 @models_app.command("list")

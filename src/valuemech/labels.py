@@ -56,3 +56,21 @@ def load_labels(path: Path) -> tuple[dict[str, dict[str, bool]], str | None]:
     labels = {r["response_id"]: r["expressed"] for r in rows}
     judges = {r.get("judge") for r in rows}
     return labels, (judges.pop() if len(judges) == 1 else None)
+
+
+def following_rates(records: list[dict], labels: dict[str, dict[str, bool | None]]) -> dict[str, dict]:
+    """Per value: how often responses express it when prompted with it, when prompted with another
+    value, and unprompted (a judge-based measure of how well the model follows value prompts)."""
+
+    def rate(rows: list[dict], value: str) -> float | None:
+        decided = [labels[r["id"]][value] for r in rows if r["id"] in labels and labels[r["id"]].get(value) is not None]
+        return sum(bool(x) for x in decided) / len(decided) if decided else None
+
+    out = {}
+    for v in VALUES:
+        with_v = [r for r in records if r["condition"] == "prompted" and r["prompted_value"] == v]
+        other = [r for r in records if r["condition"] == "prompted" and r["prompted_value"] not in (None, v)]
+        intrinsic = [r for r in records if r["condition"] == "intrinsic"]
+        out[v] = {"n_prompted_with": len(with_v), "prompted_with": rate(with_v, v),
+                  "prompted_other": rate(other, v), "intrinsic": rate(intrinsic, v)}
+    return out
