@@ -77,7 +77,7 @@ def _cache_kwarg(model) -> str:
 def _prefix_cache(lm: LoadedModel, prefix: list[int]):
     """The KV cache of ``prefix`` (None when the model's cache has sliding-window layers)."""
     out = lm.model(input_ids=torch.tensor([prefix], device=lm.device), use_cache=True, logits_to_keep=1)
-    cache = getattr(out, "past_key_values", None) or getattr(out, "cache", None)
+    cache = out.get("cache") if "cache" in out else out.get("past_key_values")
     if cache is None or any(getattr(cache, "is_sliding", [False])) or not hasattr(cache, "batch_repeat_interleave"):
         return None
     return cache
