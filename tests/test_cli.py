@@ -169,6 +169,11 @@ def test_sweep_pvq_and_circumplex_commands(smoke_run):
     pvq = json.loads((out / "evals" / "pvq.json").read_text())
     assert {"shared", "prompted", "neurons:shared", "random control"} <= set(pvq["rows"])
     assert set(pvq["rows"]["shared"]) == {"en", "ko", "mean"}
+    r = invoke("eval", "pvq", "--run", out, "--langs", "en", "--values", "power", "--components", "shared",
+               "--format", "forced", "--beta", "0", "--n-boot", "20", "--quiet")
+    assert r.exit_code == 0, r.output
+    forced = json.loads((out / "evals" / "pvq_forced.json").read_text())
+    assert set(forced["rows"]) == {"shared", "random control"} and "power" in forced["rows"]["shared"]["en"]["per_value"]
     r = invoke("eval", "circumplex", "--run", out, "--n-permutations", "50")
     assert r.exit_code == 0, r.output
     assert "r2" in json.loads((out / "evals" / "circumplex.json").read_text())["shared"]

@@ -220,3 +220,15 @@ def test_prefix_cached_option_probabilities_equal_the_plain_ones(tiny_any):
             cached = option_probabilities(lm, prompts, OPTIONS, batch_size=3, prefix_cache=True)
         torch.testing.assert_close(cached.probs, plain.probs, rtol=1e-4, atol=1e-6)
         torch.testing.assert_close(cached.mass, plain.mass, rtol=1e-4, atol=1e-9)
+
+
+def test_forced_gains_zero_for_identity(tiny_llama):
+    from contextlib import nullcontext
+
+    from valuemech.evals.pvq import builtin_items, forced_gains
+
+    items = [it for it in builtin_items(["en"]) if it.value in ("power", "tradition", "security")]
+    res = forced_gains(tiny_llama, {"none": lambda v: nullcontext()}, items, ["power", "security"],
+                       n_boot=20, progress=False)
+    assert res["rows"]["none"]["en"]["gain"] == pytest.approx(0.0, abs=1e-6)
+    assert 0.0 < res["baseline"]["en.power"] < 1.0

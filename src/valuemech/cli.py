@@ -482,18 +482,21 @@ def eval_pvq(run_dir: Path = RunOpt,
              alpha: Optional[float] = typer.Option(None, help="Relative α for every component (default: from evals/sweep.json)."),
              beta: float = typer.Option(3.0, help="Neuron-class scaling factor (0 skips neuron rows)."),
              control: bool = typer.Option(True, help="Add a same-norm random-direction control row."),
+             fmt: str = typer.Option("likert", "--format", help="likert | forced (forced choice, for degenerate raters)."),
              n_boot: int = typer.Option(1000, "--n-boot"),
              quiet: bool = QuietOpt) -> None:
     """PVQ target-value gain per component, neuron class and control, per language -> RUN/evals/pvq.json."""
     import json
 
-    from valuemech.evals.pvq import builtin_items, load_items, pvq_gains
+    from valuemech.evals.pvq import builtin_items, forced_gains, load_items, pvq_gains
     from valuemech.io import atomic_write_json
     from valuemech.models.loading import load_model
     from valuemech.pipeline import open_run
     from valuemech.steering import COMPONENTS, SteeringSource, scale_neuron_class, steer as steer_ctx
     from valuemech.values import parse_values
 
+    if fmt not in ("likert", "forced"):
+        raise ValuemechError(f"--format must be likert or forced, not {fmt!r}")
     rd, cfg = open_run(run_dir)
     comps = [c.strip() for c in components.split(",") if c.strip()]
     bad = [c for c in comps if c not in COMPONENTS or c == "mean_delta"]
@@ -524,12 +527,15 @@ def eval_pvq(run_dir: Path = RunOpt,
         lay, a = ref.get("layer", lm.n_layers // 2), ref.get("alpha", 0.2)
         conditions["random control"] = (lambda v, lay=lay, a=a: steer_ctx(lm, source, "shared", v, lay, a, control_seed=0))
         settings["random control"] = {"layer": lay, "alpha": a}
-    res = pvq_gains(lm, conditions, items, vals, n_boot=n_boot, progress=not quiet)
+    gains = pvq_gains if fmt == "likert" else forced_gains
+    res = gains(lm, conditions, items, vals, n_boot=n_boot, progress=not quiet)
     res["settings"] = settings
     res["values"] = vals
-    atomic_write_json(rd.root / "evals" / "pvq.json", res)
+    name = "pvq" if fmt == "likert" else "pvq_forced"
+    atomic_write_json(rd.root / "evals" / f"{name}.json", res)
     langs_found = [k for k in next(iter(res["rows"].values())) if k != "mean"]
-    table = Table(title="PVQ target-value gain (6-pt scale; mean over values, 95% bootstrap CI)")
+    unit = "6-pt scale" if fmt == "likert" else "win probability"
+    table = Table(title=f"PVQ target-value gain ({unit}; mean over values, 95% bootstrap CI)")
     table.add_column("condition")
     for l in langs_found + ["mean"]:
         table.add_column(l, justify="right")
@@ -537,11 +543,11 @@ def eval_pvq(run_dir: Path = RunOpt,
         table.add_row(name, *[f"{row[l]['gain']:+.3f} [{row[l]['gain_ci'][0]:+.2f}, {row[l]['gain_ci'][1]:+.2f}]"
                               for l in langs_found + ["mean"]])
     console.print(table)
-    for l, b in res["baseline"].items():
+    for l, b in res["baseline"].items() if fmt == "likert" else ():
         if b["degenerate"]:
             console.print(f"[yellow]warning[/]: {l}: degenerate Likert rater (argmax counts {b['argmax_counts']}, "
-                          f"option mass {b['mean_option_mass']:.2f})")
-    console.print(f"written: {rd.root / 'evals' / 'pvq.json'}")
+                          f"option mass {b['mean_option_mass']:.2f}); try --format forced")
+    console.print(f"written: {rd.root / 'evals' / f'{name}.json'}")
 
 
 @eval_app.command("markdown")
@@ -567,10 +573,12 @@ def eval_markdown(run_dir: Path = RunOpt) -> None:
                 print(f"| {comp} | {layer} | " + " | ".join(f"{p['accuracy_drop']:+.1f} / {p['kl']:.3f}" for p in pts)
                       + f" | {'-' if ch is None else format(ch['alpha'], 'g')} |")
         print()
-    if (ev / "pvq.json").exists():
-        pvq = json.loads((ev / "pvq.json").read_text())
+    for fname, unit in (("pvq.json", "6-point scale"), ("pvq_forced.json", "forced-choice win probability")):
+        if not (ev / fname).exists():
+            continue
+        pvq = json.loads((ev / fname).read_text())
         langs = [k for k in next(iter(pvq["rows"].values())) if k != "mean"]
-        print("### PVQ target-value gain (6-point scale; mean over values [95% bootstrap CI over values])\n")
+        print(f"### PVQ target-value gain ({unit}; mean over values [95% bootstrap CI over values])\n")
         print("| condition | setting | " + " | ".join(langs) + " | mean |")
         print("|---|---|" + "---|" * (len(langs) + 1))
         for name, row in pvq["rows"].items():
@@ -578,7 +586,10 @@ def eval_markdown(run_dir: Path = RunOpt) -> None:
             setting = ", ".join(f"{k}={v}" for k, v in st.items())
             print(f"| {name} | {setting} | " + " | ".join(
                 f"{row[l]['gain']:+.3f} [{row[l]['gain_ci'][0]:+.3f}, {row[l]['gain_ci'][1]:+.3f}]" for l in langs + ["mean"]) + " |")
-        print("\nSpecificity (target change minus mean change on the other values), mean over languages:\n")
+        if fname == "pvq_forced.json":
+            print()
+            continue
+        print("\nSpecificity (target change minus mean change on the other values):\n")
         print("| condition | " + " | ".join(langs) + " |")
         print("|---|" + "---|" * len(langs))
         for name, row in pvq["rows"].items():

@@ -259,3 +259,51 @@ def pvq_gains(lm: LoadedModel, conditions: dict[str, object], items: list[PVQIte
         out["rows"][name] = row
     bar.close()
     return out
+
+
+def forced_gains(lm: LoadedModel, conditions: dict[str, object], items: list[PVQItem], values: list[str],
+                 n_boot: int = 1000, batch_size: int = 16, seed: int = 0, progress: bool = True) -> dict:
+    """Forced-choice variant of :func:`pvq_gains` for models whose Likert ratings are degenerate.
+
+    Per language and target value, the target meets one portrait of every other value (both
+    orders); gain = steered minus baseline mean win probability of the target (0.5 = indifferent).
+    """
+    from tqdm.auto import tqdm
+
+    langs = sorted({it.lang for it in items}, key=lambda l: LANGS.index(l) if l in LANGS else 99)
+    rng_pairs: dict[tuple[str, str], list[tuple[PVQItem, PVQItem]]] = {}
+    for lang in langs:
+        by_value: dict[str, list[PVQItem]] = {}
+        for it in items:
+            if it.lang == lang:
+                by_value.setdefault(it.value, []).append(it)
+        for v in values:
+            if v in by_value:
+                rng_pairs[lang, v] = [(by_value[v][k % len(by_value[v])], by_value[o][0])
+                                      for k, o in enumerate(sorted(set(by_value) - {v}))]
+
+    def win(pairs: list[tuple[PVQItem, PVQItem]]) -> float:
+        return forced_choice_scores(lm, pairs, batch_size)[pairs[0][0].value]
+
+    base = {key: win(pairs) for key, pairs in rng_pairs.items() if pairs}
+    out: dict = {"format": "forced_choice", "baseline": {f"{l}.{v}": b for (l, v), b in base.items()}, "rows": {}}
+    bar = tqdm(total=len(conditions) * len(base), desc="forced-choice gains", disable=not progress)
+    for name, factory in conditions.items():
+        row: dict = {}
+        for lang in langs:
+            per_value = {}
+            for v in values:
+                if (lang, v) not in base:
+                    continue
+                with factory(v):
+                    per_value[v] = {"gain": win(rng_pairs[lang, v]) - base[lang, v]}
+                bar.update(1)
+            gains = [p["gain"] for p in per_value.values()]
+            row[lang] = {"per_value": per_value, "gain": statistics.fmean(gains) if gains else float("nan"),
+                         "gain_ci": _bootstrap_mean(gains, n_boot), "specificity": float("nan"),
+                         "specificity_ci": [float("nan"), float("nan")]}
+        all_gains = [p["gain"] for l in langs for p in row[l]["per_value"].values()]
+        row["mean"] = {"gain": statistics.fmean(row[l]["gain"] for l in langs), "gain_ci": _bootstrap_mean(all_gains, n_boot)}
+        out["rows"][name] = row
+    bar.close()
+    return out
