@@ -85,8 +85,9 @@ def _prefix_cache(lm: LoadedModel, prefix: list[int]):
 
 @torch.no_grad()
 def next_token_probs(lm: LoadedModel, prompts: list[list[int]], batch_size: int = 16,
-                     prefix_cache: bool = True) -> torch.Tensor:
-    """Next-token probabilities ``[n, vocab]`` (float64) after each prompt.
+                     prefix_cache: bool = True, columns: list[int] | None = None) -> torch.Tensor:
+    """Next-token probabilities ``[n, vocab]`` (float64) after each prompt; with ``columns``, only
+    those token ids' probabilities ``[n, len(columns)]`` are kept (the softmax is over the full vocabulary).
 
     With ``prefix_cache``, the prompts' common prefix (chat header, default system prompt,
     instructions) is run once and its KV cache reused for every batch; the result equals the plain
@@ -101,7 +102,8 @@ def next_token_probs(lm: LoadedModel, prompts: list[list[int]], batch_size: int 
     cache = _prefix_cache(lm, prompts[0][:plen]) if plen >= 8 else None
     if cache is None:
         plen = 0
-    out = torch.zeros(len(prompts), lm.model.get_output_embeddings().weight.shape[0], dtype=torch.float64)
+    width = len(columns) if columns is not None else lm.model.get_output_embeddings().weight.shape[0]
+    out = torch.zeros(len(prompts), width, dtype=torch.float64)
     dev = lm.device
     for s in range(0, len(order), batch_size):
         idx = order[s: s + batch_size]
@@ -115,7 +117,8 @@ def next_token_probs(lm: LoadedModel, prompts: list[list[int]], batch_size: int 
             kwargs = {_cache_kwarg(lm.model): c, "use_cache": True}
         logits = lm.model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
                           logits_to_keep=1, **kwargs).logits[:, -1]
-        out[idx] = logits.double().softmax(-1).cpu()
+        probs = logits.double().softmax(-1).cpu()
+        out[idx] = probs if columns is None else probs[:, columns]
     return out
 
 
@@ -123,8 +126,13 @@ def option_probabilities(lm: LoadedModel, prompts: list[list[int]], options: lis
                          batch_size: int = 16, prefix_cache: bool = True) -> OptionScores:
     """Normalised option probabilities and option mass for each prompt (batched, left-padded)."""
     opt_ids = option_token_ids(lm.tokenizer, options)
-    p = next_token_probs(lm, prompts, batch_size, prefix_cache)
-    per_opt = torch.stack([p[:, t].sum(-1) for t in opt_ids], dim=-1)  # [n, k]
+    flat = [t for ids in opt_ids for t in ids]
+    p = next_token_probs(lm, prompts, batch_size, prefix_cache, columns=flat)
+    spans, start = [], 0
+    for ids in opt_ids:
+        spans.append(list(range(start, start + len(ids))))
+        start += len(ids)
+    per_opt = torch.stack([p[:, span].sum(-1) for span in spans], dim=-1)  # [n, k]
     mass = per_opt.sum(-1)
     safe = torch.where(mass[:, None] > 0, per_opt / mass.clamp_min(1e-300)[:, None],
                        torch.full_like(per_opt, 1.0 / len(options)))

@@ -14,7 +14,6 @@ from typing import Sequence
 import torch
 from tqdm.auto import tqdm
 
-from valuemech.generate import left_pad
 from valuemech.judges.base import JudgeResult
 from valuemech.models.loading import LoadedModel
 from valuemech.values import DEFINITIONS
@@ -51,32 +50,33 @@ class SelfJudge:
         return self.lm.prompt_ids(q, None)
 
     @torch.no_grad()
-    def yes_probability(self, prompts: list[list[int]]) -> tuple[list[float], list[float]]:
-        """P(yes)/(P(yes)+P(no)) and the yes+no mass for each prompt."""
-        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-        out_p, out_m = [0.0] * len(prompts), [0.0] * len(prompts)
+    def yes_probability(self, prompts: list[list[int]], group: int = 1) -> tuple[list[float], list[float]]:
+        """P(yes)/(P(yes)+P(no)) and the yes+no mass for each prompt.
+
+        Consecutive runs of ``group`` prompts share a long prefix (the same text asked about several
+        values): each run is scored with one prefix KV cache (:func:`valuemech.scoring.next_token_probs`).
+        """
+        from valuemech.scoring import next_token_probs
+
+        out_p, out_m = [], []
+        step = max(group, 1) if group > 1 else self.batch_size
         bar = tqdm(total=len(prompts), desc="self judge", unit="q", disable=not self.progress or len(prompts) < 64)
-        for s in range(0, len(order), self.batch_size):
-            idx = order[s: s + self.batch_size]
-            ids, mask = left_pad([prompts[i] for i in idx], self.lm.tokenizer.pad_token_id)
-            pos = (mask.cumsum(-1) - 1).clamp(min=0)
-            dev = self.lm.device
-            logits = self.lm.model(input_ids=ids.to(dev), attention_mask=mask.to(dev),
-                                   position_ids=pos.to(dev), logits_to_keep=1).logits[:, -1].float()
-            probs = logits.softmax(-1)
-            p_yes, p_no = probs[:, self.yes].sum(-1), probs[:, self.no].sum(-1)
-            for k, i in enumerate(idx):
-                total = float(p_yes[k] + p_no[k])
-                out_p[i] = float(p_yes[k]) / total if total > 0 else 0.5
-                out_m[i] = total
-            bar.update(len(idx))
+        for s in range(0, len(prompts), step):
+            probs = next_token_probs(self.lm, prompts[s: s + step], batch_size=self.batch_size,
+                                     prefix_cache=group > 1, columns=self.yes + self.no)
+            p_yes, p_no = probs[:, : len(self.yes)].sum(-1), probs[:, len(self.yes):].sum(-1)
+            for y, n in zip(p_yes.tolist(), p_no.tolist()):
+                total = y + n
+                out_p.append(y / total if total > 0 else 0.5)
+                out_m.append(total)
+            bar.update(len(probs))
         bar.close()
         return out_p, out_m
 
     def score(self, texts: Sequence[str], values: Sequence[str],
               langs: Sequence[str] | None = None) -> JudgeResult:
         pairs = [(i, v) for i in range(len(texts)) for v in values]
-        probs, mass = self.yes_probability([self.prompt(texts[i] or "", v) for i, v in pairs])
+        probs, mass = self.yes_probability([self.prompt(texts[i] or "", v) for i, v in pairs], group=len(values))
         self.last_mass = mass
         scores = [dict() for _ in texts]
         for (i, v), p in zip(pairs, probs):
