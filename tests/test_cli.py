@@ -64,6 +64,10 @@ def test_rerun_skips_completed_stages_and_summary(smoke_run):
     assert (out / "responses.jsonl").read_bytes() == before
     assert invoke("summary", out).exit_code == 0
     assert invoke("decompose", "--run", out, "--force").exit_code == 0
+    r = invoke("label", "--run", out)
+    assert r.exit_code == 0 and "already complete" in r.stderr
+    assert_one_line_error(invoke("label", "--run", out, "--judge", "lexicon"), "--run labels a run")
+    assert_one_line_error(invoke("label", "--judge", "lexicon"), "give --run DIR")
 
 
 def test_steer_shows_baseline_steered_and_control(smoke_run):
@@ -110,7 +114,7 @@ def test_bad_input_one_line_errors(tmp_path):
 
 
 def test_every_subcommand_has_help():
-    for cmd in (["--help"], ["run", "--help"], ["generate", "--help"], ["label", "--help"],
+    for cmd in (["--help"], ["run", "--help"], ["generate", "--help"],
                 ["extract", "--help"], ["decompose", "--help"], ["summary", "--help"],
                 ["models", "--help"], ["models", "list", "--help"], ["models", "pull", "--help"],
                 ["neurons", "--help"], ["steer", "--help"], ["sweep", "--help"], ["serve", "--help"],

@@ -129,7 +129,7 @@ def run(
     trust_remote_code: bool = TrustOpt, layers_path: Optional[str] = LayersOpt,
     mlp_down_path: Optional[str] = MlpOpt, quiet: bool = QuietOpt,
 ) -> None:
-    """Run the pipeline (generate -> label -> extract -> decompose) and print a summary."""
+    """Run the pipeline (generate -> label -> extract -> decompose -> neurons) and print a summary."""
     from valuemech.config import load_config, make_config
     from valuemech.pipeline import STAGES, Pipeline, open_run
 
@@ -175,7 +175,6 @@ def _stage_command(stage: str) -> None:
 
     command.__doc__ = {
         "generate": "Generate intrinsic and prompted responses into RUN/responses.jsonl (resumable).",
-        "label": "Label every response with the run's judge into RUN/labels.jsonl (resumable).",
         "extract": "Extract difference-in-means value vectors into RUN/vectors.safetensors.",
         "decompose": "Split vectors into shared/unique components: RUN/components.safetensors, decompose.json.",
         "neurons": "Find and classify value neurons (shared / intrinsic / prompted) into RUN/neurons.json.",
@@ -183,7 +182,7 @@ def _stage_command(stage: str) -> None:
     app.command(name=stage)(command)
 
 
-for _stage in ("generate", "label", "extract", "decompose", "neurons"):
+for _stage in ("generate", "extract", "decompose", "neurons"):
     _stage_command(_stage)
 
 
@@ -344,16 +343,29 @@ def judges_calibrate(judge: str = typer.Option("embedding", "--judge", help="Jud
 
 @app.command()
 @friendly
-def label(judge: str = JudgeOpt, options: Optional[str] = OptionsOpt,
-          input: Path = typer.Option(..., "--input", help="JSONL, one object per line with a 'text' field."),
-          output: Path = typer.Option(..., "--output", help="Labels JSONL (appended; resumable)."),
+def label(run_dir: Optional[Path] = typer.Option(None, "--run", help="Label a run's responses with its judge (the label stage)."),
+          judge: Optional[str] = typer.Option(None, "--judge", help="lexicon | embedding | llm | self | ensemble | random."),
+          options: Optional[str] = OptionsOpt,
+          input: Optional[Path] = typer.Option(None, "--input", help="JSONL, one object per line with a 'text' field."),
+          output: Optional[Path] = typer.Option(None, "--output", help="Labels JSONL (appended; resumable)."),
           model: Optional[str] = typer.Option(None, "--model", help="Model for the self judge."),
+          force: bool = typer.Option(False, help="With --run: redo the stage even if complete."),
           quiet: bool = QuietOpt) -> None:
-    """Label arbitrary texts outside a run (one JSON object per line with a 'text' field)."""
+    """Label a run's responses (--run DIR), or any texts (--judge J --input FILE --output OUT)."""
     from valuemech.io import read_jsonl
     from valuemech.judges import get_judge
     from valuemech.labels import label_records
 
+    if run_dir is not None:
+        if input is not None or output is not None or judge is not None:
+            raise ValuemechError("--run labels a run with its own judge; --judge/--input/--output label other texts")
+        from valuemech.pipeline import Pipeline, open_run
+
+        rd, cfg = open_run(run_dir)
+        Pipeline(rd, cfg, progress=not quiet, log=lambda m: err.print(m, highlight=False, markup=False)).run_stage("label", force)
+        return
+    if judge is None or input is None or output is None:
+        raise ValuemechError("give --run DIR, or all of --judge, --input and --output")
     if not input.is_file():
         raise ValuemechError(f"input file {input} does not exist")
     records = read_jsonl(input)
