@@ -176,6 +176,7 @@ def test_sweep_pvq_and_circumplex_commands(smoke_run):
     r = invoke("eval", "pvq", "--run", out, "--langs", "en", "--values", "power", "--components", "shared",
                "--format", "forced", "--beta", "0", "--n-boot", "20", "--quiet")
     assert r.exit_code == 0, r.output
+    assert "pvq_forced.json" in r.stdout.replace("\n", "")
     forced = json.loads((out / "evals" / "pvq_forced.json").read_text())
     assert set(forced["rows"]) == {"shared", "random control"} and "power" in forced["rows"]["shared"]["en"]["per_value"]
     r = invoke("eval", "circumplex", "--run", out, "--n-permutations", "50")

@@ -543,8 +543,8 @@ def eval_pvq(run_dir: Path = RunOpt,
     res = gains(lm, conditions, items, vals, n_boot=n_boot, progress=not quiet)
     res["settings"] = settings
     res["values"] = vals
-    name = "pvq" if fmt == "likert" else "pvq_forced"
-    atomic_write_json(rd.root / "evals" / f"{name}.json", res)
+    out_path = rd.root / "evals" / ("pvq.json" if fmt == "likert" else "pvq_forced.json")
+    atomic_write_json(out_path, res)
     langs_found = [k for k in next(iter(res["rows"].values())) if k != "mean"]
     unit = "6-pt scale" if fmt == "likert" else "win probability"
     table = Table(title=f"PVQ target-value gain ({unit}; mean over values, 95% bootstrap CI)")
@@ -559,7 +559,7 @@ def eval_pvq(run_dir: Path = RunOpt,
         if b["degenerate"]:
             console.print(f"[yellow]warning[/]: {l}: degenerate Likert rater (argmax counts {b['argmax_counts']}, "
                           f"option mass {b['mean_option_mass']:.2f}); try --format forced")
-    console.print(f"written: {rd.root / 'evals' / f'{name}.json'}")
+    console.print(f"written: {out_path}")
 
 
 @eval_app.command("markdown")
