@@ -89,6 +89,11 @@ def left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Te
     return ids, mask
 
 
+def padded_positions(mask: torch.Tensor) -> torch.Tensor:
+    """Explicit ``position_ids`` for a left-padded batch: 0 at each row's first real token."""
+    return (mask.cumsum(-1) - 1).clamp(min=0)
+
+
 def cut_at_eos(ids: list[int], eos_ids: list[int]) -> tuple[list[int], str]:
     """Cut generated ids at the first end-of-sequence id; return ids and finish reason."""
     for i, t in enumerate(ids):

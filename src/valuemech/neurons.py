@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from valuemech.decompose import Components
 from valuemech.errors import ValuemechError
-from valuemech.generate import left_pad
+from valuemech.generate import left_pad, padded_positions
 from valuemech.hooks import read_neurons
 from valuemech.models.loading import LoadedModel
 
@@ -122,7 +122,7 @@ def top_activations(lm: LoadedModel, records: list[dict], targets: list[tuple[in
         batch = recs[s: s + batch_size]
         seqs = [r["prompt_token_ids"] + r["response_token_ids"] for r in batch]
         ids, mask = left_pad(seqs, tok.pad_token_id)
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        pos = padded_positions(mask)
         dev = lm.device
         with read_neurons(lm, sorted(by_layer)) as acts:
             lm.arch.decoder(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),

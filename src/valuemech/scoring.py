@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from valuemech.generate import left_pad
+from valuemech.generate import left_pad, padded_positions
 from valuemech.models.loading import LoadedModel
 
 
@@ -108,7 +108,7 @@ def next_token_probs(lm: LoadedModel, prompts: list[list[int]], batch_size: int 
     for s in range(0, len(order), batch_size):
         idx = order[s: s + batch_size]
         ids, mask = left_pad([prompts[i][plen:] for i in idx], lm.tokenizer.pad_token_id)
-        pos = (mask.cumsum(-1) - 1).clamp(min=0) + plen
+        pos = padded_positions(mask) + plen
         kwargs = {}
         if cache is not None:
             c = copy.deepcopy(cache)

@@ -32,7 +32,7 @@ from pydantic import BaseModel, Field
 
 from valuemech import hooks
 from valuemech.config import GenerationConfig
-from valuemech.generate import left_pad, sample_batch
+from valuemech.generate import left_pad, padded_positions, sample_batch
 from valuemech.models.loading import LoadedModel
 
 MAX_BODY_BYTES = 1_000_000
@@ -117,7 +117,7 @@ def choice_logprobs(lm: LoadedModel, prompt: list[int], choices: list[str]) -> l
     if any(not c for c in conts):
         raise HTTPException(400, "guided_choice entries must be non-empty")
     ids, mask = left_pad([prompt + c for c in conts], lm.tokenizer.pad_token_id)
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    pos = padded_positions(mask)
     dev = lm.device
     logp = lm.model(input_ids=ids.to(dev), attention_mask=mask.to(dev),
                     position_ids=pos.to(dev)).logits.float().log_softmax(-1).cpu()

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from valuemech import __version__
 from valuemech.errors import ValuemechError
-from valuemech.generate import left_pad
+from valuemech.generate import left_pad, padded_positions
 from valuemech.hooks import residual_callback
 from valuemech.io import atomic_write_bytes
 from valuemech.models.loading import LoadedModel
@@ -49,7 +49,7 @@ def response_means(lm: LoadedModel, prompts: list[list[int]], responses: list[li
     for i, r in enumerate(responses):
         resp[i, width - len(r):] = 1.0
     counts = resp.sum(1, keepdim=True)  # [b, 1]
-    position_ids = (attn.cumsum(-1) - 1).clamp(min=0)
+    position_ids = padded_positions(attn)
     b = len(seqs)
     means = torch.zeros(b, len(layers), lm.hidden_size, dtype=torch.float64)
     norms = torch.zeros(b, len(layers), dtype=torch.float64)

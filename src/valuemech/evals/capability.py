@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from valuemech.errors import ValuemechError
-from valuemech.generate import left_pad
+from valuemech.generate import left_pad, padded_positions
 from valuemech.models.loading import LoadedModel
 from valuemech.scoring import answer_prompt, option_probabilities
 
@@ -83,7 +83,7 @@ def next_token_logprobs(lm: LoadedModel, texts: list[str], batch_size: int = 8) 
     for s in range(0, len(texts), batch_size):
         seqs = [lm.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts[s: s + batch_size]]
         ids, mask = left_pad(seqs, lm.tokenizer.pad_token_id)
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        pos = padded_positions(mask)
         dev = lm.device
         logp = lm.model(input_ids=ids.to(dev), attention_mask=mask.to(dev),
                         position_ids=pos.to(dev)).logits.double().log_softmax(-1).cpu()
