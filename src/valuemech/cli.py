@@ -26,6 +26,22 @@ console = Console()
 err = Console(stderr=True)
 
 
+def _log(message: str) -> None:
+    """Stage progress lines on stderr (plain text: stage names in brackets are not markup)."""
+    err.print(message, highlight=False, markup=False)
+
+
+def _run_model_source(run_dir: Path):
+    """Open a run, load its model, and its vectors/components checked against that model."""
+    from valuemech.models.loading import load_model
+    from valuemech.pipeline import open_run
+    from valuemech.steering import SteeringSource
+
+    rd, cfg = open_run(run_dir)
+    lm = load_model(cfg.model)
+    return rd, cfg, lm, SteeringSource.from_run(rd.root, lm)
+
+
 def friendly(fn):
     """Turn ValuemechError into a one-line error (exit 2) and Ctrl-C into a resume hint."""
 
@@ -150,7 +166,7 @@ def run(
     out = out or _default_out(cfg.preset, cfg.model.name)
     run_dir, cfg = open_run(out, cfg)
     chosen = STAGES if stages == "all" else tuple(s.strip() for s in stages.split(",") if s.strip())
-    pipe = Pipeline(run_dir, cfg, progress=not quiet, log=lambda m: err.print(m, highlight=False, markup=False))
+    pipe = Pipeline(run_dir, cfg, progress=not quiet, log=_log)
     pipe.run_all(chosen)
     _print_summary(run_dir.root)
     console.print(f"results: {run_dir.root.resolve()}")
@@ -171,7 +187,7 @@ def _stage_command(stage: str) -> None:
         from valuemech.pipeline import Pipeline, open_run
 
         rd, cfg = open_run(run_dir)
-        Pipeline(rd, cfg, progress=not quiet, log=lambda m: err.print(m, highlight=False, markup=False)).run_stage(stage, force)
+        Pipeline(rd, cfg, progress=not quiet, log=_log).run_stage(stage, force)
 
     command.__doc__ = {
         "generate": "Generate intrinsic and prompted responses into RUN/responses.jsonl (resumable).",
@@ -362,7 +378,7 @@ def label(run_dir: Optional[Path] = typer.Option(None, "--run", help="Label a ru
         from valuemech.pipeline import Pipeline, open_run
 
         rd, cfg = open_run(run_dir)
-        Pipeline(rd, cfg, progress=not quiet, log=lambda m: err.print(m, highlight=False, markup=False)).run_stage("label", force)
+        Pipeline(rd, cfg, progress=not quiet, log=_log).run_stage("label", force)
         return
     if judge is None or input is None or output is None:
         raise ValuemechError("give --run DIR, or all of --judge, --input and --output")
@@ -398,16 +414,11 @@ def steer(prompt: str = typer.Argument(..., help="The user message."),
           seed: int = typer.Option(0, help="Seed of the random-direction control.")) -> None:
     """Answer PROMPT unsteered, steered with a component, and with a same-norm random direction."""
     from valuemech.generate import chat as chat_once
-    from valuemech.models.loading import load_model
-    from valuemech.pipeline import open_run
-    from valuemech.steering import SteeringSource
     from valuemech.steering import steer as steer_ctx
     from valuemech.values import canonical_value
 
     value = canonical_value(value)
-    rd, cfg = open_run(run_dir)
-    lm = load_model(cfg.model)
-    source = SteeringSource.from_run(rd.root, lm)
+    _, _, lm, source = _run_model_source(run_dir)
     source.component(component, value)  # validate before any generation
     layer = lm.n_layers // 2 if layer is None else lm.arch.check_layer(layer)
     answers = {"baseline": chat_once(lm, prompt, system, max_tokens)}
@@ -453,18 +464,14 @@ def sweep(run_dir: Path = RunOpt,
     """Guard curves (MC accuracy drop, KL) over α per component; picks the largest safe α -> RUN/evals/sweep.json."""
     from valuemech.evals.sweep import sweep as run_sweep
     from valuemech.io import atomic_write_json
-    from valuemech.models.loading import load_model
-    from valuemech.pipeline import open_run
-    from valuemech.steering import COMPONENTS, SteeringSource
+    from valuemech.steering import COMPONENTS
     from valuemech.values import canonical_value
 
     comps = [c.strip() for c in components.split(",") if c.strip()]
     bad = [c for c in comps if c not in COMPONENTS]
     if bad:
         raise ValuemechError(f"unknown component {bad[0]!r}; choose from {', '.join(COMPONENTS)}")
-    rd, cfg = open_run(run_dir)
-    lm = load_model(cfg.model)
-    source = SteeringSource.from_run(rd.root, lm)
+    rd, _, lm, source = _run_model_source(run_dir)
     layer_list = _ints(layers, "--layers") if layers else [lm.n_layers // 2]
     for l in layer_list:
         lm.arch.check_layer(l)
@@ -502,22 +509,18 @@ def eval_pvq(run_dir: Path = RunOpt,
 
     from valuemech.evals.pvq import builtin_items, forced_gains, load_items, pvq_gains
     from valuemech.io import atomic_write_json
-    from valuemech.models.loading import load_model
-    from valuemech.pipeline import open_run
-    from valuemech.steering import COMPONENTS, SteeringSource, scale_neuron_class, steer as steer_ctx
+    from valuemech.steering import COMPONENTS, scale_neuron_class, steer as steer_ctx
     from valuemech.values import parse_values
 
     if fmt not in ("likert", "forced"):
         raise ValuemechError(f"--format must be likert or forced, not {fmt!r}")
-    rd, cfg = open_run(run_dir)
     comps = [c.strip() for c in components.split(",") if c.strip()]
     bad = [c for c in comps if c not in COMPONENTS or c == "mean_delta"]
     if bad:
         raise ValuemechError(f"unknown or value-agnostic component {bad[0]!r} for a PVQ gain")
     vals = parse_values(values)
     items = load_items(items_file) if items_file else builtin_items([l.strip() for l in langs.split(",")])
-    lm = load_model(cfg.model)
-    source = SteeringSource.from_run(rd.root, lm)
+    rd, _, lm, source = _run_model_source(run_dir)
     sweep_path = rd.root / "evals" / "sweep.json"
     chosen = json.loads(sweep_path.read_text())["chosen"] if sweep_path.exists() else {}
     settings = {}

@@ -64,41 +64,33 @@ class ChatRequest(BaseModel):
 
 
 class VectorStore:
-    """Named steering vectors ``[n_layers, hidden]`` from a run directory, plus residual norms."""
+    """Named steering vectors ``[n_layers, hidden]`` of a run directory (its vectors and components)."""
 
     def __init__(self, run_dir: Path | None, lm: LoadedModel) -> None:
-        self.vectors: dict[str, torch.Tensor] = {}
-        self.residual_norm: torch.Tensor | None = None
-        if run_dir is None:
-            return
-        from valuemech.decompose import Components
-        from valuemech.pipeline import RunDir
-        from valuemech.vectors import ValueVectors, check_artifact_model
+        from valuemech.steering import SteeringSource
 
-        run = RunDir(run_dir)
-        vv = ValueVectors.load(run.vectors)
-        vv.check_model(lm)
-        self.vectors.update(vv.vectors)
-        self.residual_norm = vv.residual_norm
-        if run.components.exists():
-            comps = Components.load(run.components)
-            check_artifact_model(comps.metadata, lm, "components.safetensors")
-            self.vectors.update(comps.tensors)
+        self.source = SteeringSource.from_run(run_dir, lm) if run_dir is not None else None
+        self.vectors: dict[str, torch.Tensor] = {}
+        if self.source is not None:
+            self.vectors.update(self.source.vectors.vectors)
+            if self.source.components is not None:
+                self.vectors.update(self.source.components.tensors)
 
     def resolve(self, s: Steering, lm: LoadedModel) -> dict[int, torch.Tensor]:
+        from valuemech.steering import scaled
+
         if s.vector not in self.vectors:
             known = ", ".join(sorted(self.vectors)[:8]) or "none (start the server with --run DIR)"
             raise HTTPException(400, f"unknown steering vector {s.vector!r}; available: {known}")
         if not -lm.n_layers <= s.layer < lm.n_layers:
             raise HTTPException(400, f"steering layer {s.layer} out of range 0..{lm.n_layers - 1}")
         layer = s.layer % lm.n_layers
-        v = self.vectors[s.vector][layer].to(torch.float64)
+        norm = None
         if s.relative:
-            if self.residual_norm is None:
+            if self.source.vectors.residual_norm is None:
                 raise HTTPException(400, "relative steering needs residual norms (vectors.safetensors)")
-            norm = v.norm()
-            v = v / norm * float(self.residual_norm[layer]) if norm > 0 else v
-        return {layer: v * s.alpha}
+            norm = self.source.residual_norm(layer)
+        return {layer: scaled(self.vectors[s.vector][layer], s.alpha, s.relative, norm)}
 
 
 def _prompt_ids(lm: LoadedModel, messages: list[Message]) -> list[int]:
