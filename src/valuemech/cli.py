@@ -139,13 +139,14 @@ def run(
     endpoint: Optional[str] = typer.Option(None, "--endpoint", help="Generate through this OpenAI-compatible base URL."),
     endpoint_model: Optional[str] = typer.Option(None, "--endpoint-model", help="Model name to request from --endpoint."),
     endpoint_key_env: Optional[str] = typer.Option(None, "--endpoint-key-env", help="Env variable holding the endpoint's API key."),
-    stages: str = typer.Option("all", help="Comma list of stages (generate,label,extract,decompose,neurons)."),
+    stages: str = typer.Option("all", help="Comma list of stages (generate,label,extract,decompose,neurons,evaluate)."),
+    evals: Optional[str] = typer.Option(None, help='Evaluations for the evaluate stage: comma list, "all" or "none".'),
     dtype: Optional[str] = DtypeOpt, device: Optional[str] = DeviceOpt,
     device_map: Optional[str] = DeviceMapOpt, threads: Optional[int] = ThreadsOpt,
     trust_remote_code: bool = TrustOpt, layers_path: Optional[str] = LayersOpt,
     mlp_down_path: Optional[str] = MlpOpt, quiet: bool = QuietOpt,
 ) -> None:
-    """Run the pipeline (generate -> label -> extract -> decompose -> neurons) and print a summary."""
+    """Run the pipeline (generate -> label -> extract -> decompose -> neurons -> evaluate) and print a summary."""
     from valuemech.config import load_config, make_config
     from valuemech.pipeline import STAGES, Pipeline, open_run
 
@@ -158,6 +159,11 @@ def run(
     if judge_options is not None:
         ov.setdefault("judge", {"name": judge or make_config(preset).judge.name})
         ov["judge"]["options"] = _judge_options(judge_options)
+    if evals is not None:
+        from valuemech.evals.registry import EVALS
+
+        names = list(EVALS) if evals == "all" else [] if evals == "none" else [e.strip() for e in evals.split(",") if e.strip()]
+        ov.setdefault("evaluate", {})["evals"] = names
     if config is not None:
         base = load_config(config)
         cfg = make_config(base.preset, _merge_dicts(base.to_dict(), ov))
@@ -194,11 +200,12 @@ def _stage_command(stage: str) -> None:
         "extract": "Extract difference-in-means value vectors into RUN/vectors.safetensors.",
         "decompose": "Split vectors into shared/unique components: RUN/components.safetensors, decompose.json.",
         "neurons": "Find and classify value neurons (shared / intrinsic / prompted) into RUN/neurons.json.",
+        "evaluate": "Run the evaluations listed in the run's config (evaluate.evals) into RUN/evals/<name>.json.",
     }[stage]
     app.command(name=stage)(command)
 
 
-for _stage in ("generate", "extract", "decompose", "neurons"):
+for _stage in ("generate", "extract", "decompose", "neurons", "evaluate"):
     _stage_command(_stage)
 
 
@@ -507,9 +514,10 @@ def eval_pvq(run_dir: Path = RunOpt,
     """PVQ target-value gain per component, neuron class and control, per language -> RUN/evals/pvq.json."""
     import json
 
+    from valuemech.evals.common import EvalOptions, build_conditions
     from valuemech.evals.pvq import builtin_items, forced_gains, load_items, pvq_gains
     from valuemech.io import atomic_write_json
-    from valuemech.steering import COMPONENTS, scale_neuron_class, steer as steer_ctx
+    from valuemech.steering import COMPONENTS
     from valuemech.values import parse_values
 
     if fmt not in ("likert", "forced"):
@@ -521,27 +529,9 @@ def eval_pvq(run_dir: Path = RunOpt,
     vals = parse_values(values)
     items = load_items(items_file) if items_file else builtin_items([l.strip() for l in langs.split(",")])
     rd, _, lm, source = _run_model_source(run_dir)
-    sweep_path = rd.root / "evals" / "sweep.json"
-    chosen = json.loads(sweep_path.read_text())["chosen"] if sweep_path.exists() else {}
-    settings = {}
-    conditions = {}
-    for c in comps:
-        ch = chosen.get(c) or {}
-        lay = layer if layer is not None else ch.get("layer", lm.n_layers // 2)
-        a = alpha if alpha is not None else ch.get("alpha", 0.2)
-        lm.arch.check_layer(lay)
-        settings[c] = {"layer": lay, "alpha": a}
-        conditions[c] = (lambda v, c=c, lay=lay, a=a: steer_ctx(lm, source, c, v, lay, a))
-    if beta and rd.neurons_json.exists():
-        neurons = json.loads(rd.neurons_json.read_text())
-        for cls in ("shared", "intrinsic", "prompted"):
-            conditions[f"neurons:{cls}"] = (lambda v, cls=cls: scale_neuron_class(lm, neurons, v, cls, beta))
-            settings[f"neurons:{cls}"] = {"beta": beta}
-    if control:
-        ref = settings.get("prompted") or next(iter(settings.values()))
-        lay, a = ref.get("layer", lm.n_layers // 2), ref.get("alpha", 0.2)
-        conditions["random control"] = (lambda v, lay=lay, a=a: steer_ctx(lm, source, "shared", v, lay, a, control_seed=0))
-        settings["random control"] = {"layer": lay, "alpha": a}
+    neurons = json.loads(rd.neurons_json.read_text()) if beta and rd.neurons_json.exists() else None
+    conditions, settings = build_conditions(lm, source, EvalOptions(components=comps, layer=layer, alpha=alpha,
+                                                                    beta=beta, control=control), rd.root, neurons)
     gains = pvq_gains if fmt == "likert" else forced_gains
     res = gains(lm, conditions, items, vals, n_boot=n_boot, progress=not quiet)
     res["settings"] = settings
@@ -565,10 +555,63 @@ def eval_pvq(run_dir: Path = RunOpt,
     console.print(f"written: {out_path}")
 
 
+def _eval_command(name: str, doc: str) -> None:
+    """Register ``valuemech eval <name>``: the shared evaluation options, then evals.registry.run_eval."""
+
+    @friendly
+    def command(run_dir: Path = RunOpt,
+                components: Optional[str] = typer.Option(None, help="Comma list of components to steer with."),
+                layer: Optional[int] = typer.Option(None, help="Block (default: evals/sweep.json, else the middle block)."),
+                alpha: Optional[float] = typer.Option(None, help="Relative α (default: evals/sweep.json, else 0.2)."),
+                alphas: Optional[str] = typer.Option(None, help="Relative α grid (instruct, jailbreak)."),
+                values: Optional[str] = typer.Option(None, help="Target values (comma list; default all)."),
+                beta: Optional[float] = typer.Option(None, help="Neuron-class scaling β (0: no neuron rows)."),
+                control: bool = typer.Option(True, help="Add the same-norm random-direction control."),
+                limit: Optional[int] = typer.Option(None, help="Use only the first N items / queries."),
+                items: Optional[str] = typer.Option(None, help="A dataset file in the evaluation's public format."),
+                judge: Optional[str] = typer.Option(None, help="Judge that scores generated text."),
+                judge_options: Optional[str] = typer.Option(None, "--judge-options", help="Judge options as JSON."),
+                max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens"),
+                temperature: Optional[float] = typer.Option(None, help="Sampling temperature (0: greedy)."),
+                samples: Optional[int] = typer.Option(None, help="Generations per prompt."),
+                seed: Optional[int] = typer.Option(None),
+                batch_size: Optional[int] = typer.Option(None, "--batch-size"),
+                n_boot: Optional[int] = typer.Option(None, "--n-boot"),
+                quiet: bool = QuietOpt) -> None:
+        from valuemech.evals.registry import eval_path, get_eval, make_options, markdown, run_eval
+
+        get_eval(name)
+        raw = {"components": components and [c.strip() for c in components.split(",") if c.strip()],
+               "layer": layer, "alpha": alpha, "alphas": alphas and _floats(alphas, "--alphas"),
+               "values": values, "beta": beta, "limit": limit, "items": items, "judge": judge,
+               "judge_options": _judge_options(judge_options) if judge_options else None,
+               "max_new_tokens": max_new_tokens, "temperature": temperature, "samples": samples,
+               "seed": seed, "batch_size": batch_size, "n_boot": n_boot}
+        opts = make_options({k: v for k, v in raw.items() if v is not None})
+        opts.control, opts.progress = control, not quiet
+        rd, _, lm, source = _run_model_source(run_dir)
+        result = run_eval(name, lm, source, opts, rd.root)
+        console.print(markdown(name, result), markup=False, highlight=False)
+        console.print(f"written: {eval_path(rd.root, name)}")
+
+    command.__doc__ = f"{doc} -> RUN/evals/{name}.json"
+    eval_app.command(name=name)(command)
+
+
+def _register_evals() -> None:
+    from valuemech.evals.registry import EVALS
+
+    for _name, (_module, _doc) in EVALS.items():
+        _eval_command(_name, _doc)
+
+
+_register_evals()
+
+
 @eval_app.command("markdown")
 @friendly
 def eval_markdown(run_dir: Path = RunOpt) -> None:
-    """Print the run's evaluation results (sweep, PVQ gains, neurons, circumplex) as Markdown tables."""
+    """Print the run's evaluation results (sweep, PVQ gains, neurons, every evaluation, circumplex) as Markdown tables."""
     import json
 
     from valuemech.pipeline import open_run
@@ -627,6 +670,12 @@ def eval_markdown(run_dir: Path = RunOpt) -> None:
             print(f"| {l} | " + " | ".join(str(counts[c][l]) for c in counts) + " |")
         print("\nTotals: " + ", ".join(f"{c} {sum(v)}" for c, v in counts.items())
               + f"; neurons kept for several values: {nj['overlap']['neurons_in_several_values']}\n")
+    from valuemech.evals.registry import EVALS, markdown as eval_md
+
+    for name in EVALS:
+        if (ev / f"{name}.json").exists():
+            print(f"### {name}\n")
+            print(eval_md(name, json.loads((ev / f"{name}.json").read_text())) + "\n")
     if (ev / "circumplex.json").exists():
         cx = json.loads((ev / "circumplex.json").read_text())
         print(f"### Circumplex (block {cx['layer']})\n")

@@ -81,6 +81,15 @@ class NeuronConfig:
 
 
 @dataclass
+class EvaluateConfig:
+    """The ``evaluate`` stage: which evaluations run, with which options (see ``valuemech.evals.common.EvalOptions``)."""
+
+    evals: list[str] = field(default_factory=list)  # names from valuemech.evals.registry.EVALS
+    options: dict[str, Any] = field(default_factory=dict)  # options for every evaluation
+    per_eval: dict[str, dict[str, Any]] = field(default_factory=dict)  # {name: options} overriding them
+
+
+@dataclass
 class RunConfig:
     """The fully resolved configuration written to ``config.yaml``."""
 
@@ -92,6 +101,7 @@ class RunConfig:
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     extract: ExtractConfig = field(default_factory=ExtractConfig)
     neurons: NeuronConfig = field(default_factory=NeuronConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -109,6 +119,9 @@ PRESETS: dict[str, dict[str, Any]] = {
                        "batch_size": 8},
         "judge": {"name": "random", "options": {"rate": 0.4}},
         "extract": {"batch_size": 8, "min_group": 2},
+        "evaluate": {"evals": ["value_portrait", "dilemmas", "freeform", "diversity", "instruct", "jailbreak"],
+                     "options": {"limit": 2, "values": ["power", "benevolence"], "components": ["prompted", "shared"],
+                                 "alphas": [0.1], "max_new_tokens": 8, "n_boot": 50}},
     },
     # The embedded SmolLM2 on a laptop CPU: every value gets responses on both sides.
     # float32: on CPUs without native bf16 (no AVX512-BF16/AMX) bfloat16 ran ~4x slower here.
@@ -186,6 +199,14 @@ def validate(cfg: RunConfig) -> None:
         raise ValuemechError("neurons.max_angle must be in (0, 90] degrees")
     if cfg.extract.min_group < 1:
         raise ValuemechError("extract.min_group must be at least 1")
+    from valuemech.evals.registry import EVALS, make_options
+
+    for name in list(cfg.evaluate.evals) + list(cfg.evaluate.per_eval):
+        if name not in EVALS:
+            raise ValuemechError(f"evaluate: unknown evaluation {name!r}; known: {', '.join(EVALS)}")
+    make_options(cfg.evaluate.options)
+    for opts in cfg.evaluate.per_eval.values():
+        make_options({**cfg.evaluate.options, **opts})
 
 
 def load_config(path: Path) -> RunConfig:

@@ -1,4 +1,4 @@
-"""Pipeline stages over a run directory: generate -> label -> extract -> decompose -> neurons.
+"""Pipeline stages over a run directory: generate -> label -> extract -> decompose -> neurons -> evaluate.
 
 Each stage reads the previous stage's artifacts, skips work already done, and can run alone.
 The run directory's ``config.yaml`` fixes the configuration; resuming with another model
@@ -24,7 +24,7 @@ from valuemech.models.loading import LoadedModel, load_model
 from valuemech.values import VALUES
 from valuemech.vectors import ValueVectors, extract_vectors
 
-STAGES = ("generate", "label", "extract", "decompose", "neurons")
+STAGES = ("generate", "label", "extract", "decompose", "neurons", "evaluate")
 #: Config sections whose change invalidates a run directory's artifacts.
 _FROZEN = ("seed", "model", "data", "generation", "judge", "extract")
 
@@ -102,6 +102,9 @@ def open_run(root: Path, cfg: RunConfig | None = None) -> tuple[RunDir, RunConfi
         if changed:
             raise ValuemechError(f"run directory {run.root} has a different configuration "
                                  f"({', '.join(changed)}); use another --out")
+        if old.get("evaluate") != new.get("evaluate"):  # evaluations can be added to a finished run
+            stored.evaluate = cfg.evaluate
+            atomic_write_text(run.config, stored.to_yaml())
         return run, stored
     if cfg is None:
         raise ValuemechError(f"{run.root} is not a run directory (no config.yaml)")
@@ -176,6 +179,32 @@ def stage_neurons(run: RunDir, cfg: RunConfig, lm: LoadedModel, progress: bool =
     return report
 
 
+def stage_evaluate(run: RunDir, cfg: RunConfig, lm: LoadedModel, progress: bool = True,
+                   log: Callable[[str], None] = print) -> list[str]:
+    """Run the configured evaluations not yet done (``evals/<name>.json`` older than the components)."""
+    from valuemech.evals.registry import make_options, run_eval
+    from valuemech.steering import SteeringSource
+
+    source = SteeringSource.from_run(run.root, lm)
+    done = []
+    for name in cfg.evaluate.evals:
+        if _eval_done(run, name):
+            continue
+        opts = make_options({**cfg.evaluate.options, **cfg.evaluate.per_eval.get(name, {})})
+        opts.progress = progress
+        log(f"[evaluate] {name} ...")
+        run_eval(name, lm, source, opts, run.root)
+        done.append(name)
+    return done
+
+
+def _eval_done(run: RunDir, name: str) -> bool:
+    from valuemech.evals.registry import eval_path
+
+    path = eval_path(run.root, name)
+    return path.exists() and run.components.exists() and _newer(path, run.components)
+
+
 def _complete(run: RunDir, stage: str, cfg: RunConfig) -> bool:
     """Whether a stage's artifacts are already complete (so it is skipped)."""
     if stage == "generate":
@@ -192,6 +221,8 @@ def _complete(run: RunDir, stage: str, cfg: RunConfig) -> bool:
         return run.components.exists() and _newer(run.components, run.vectors)
     if stage == "neurons":
         return run.neurons_json.exists() and _newer(run.neurons_json, run.components)
+    if stage == "evaluate":
+        return all(_eval_done(run, name) for name in cfg.evaluate.evals)
     raise ValuemechError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
 
 
@@ -237,6 +268,8 @@ class Pipeline:
         elif stage == "decompose":
             stage_decompose(self.run)
             info = {}
+        elif stage == "evaluate":
+            info = {"evals": stage_evaluate(self.run, self.cfg, self.model(), self.progress, self.log)}
         else:
             report = stage_neurons(self.run, self.cfg, self.model(), self.progress)
             info = {"classified": {c: sum(report["counts_per_layer"][c]) for c in report["counts_per_layer"]}}

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from valuemech.errors import ValuemechError
+from valuemech.evals.common import bootstrap_mean
 from valuemech.models.loading import LoadedModel
 from valuemech.scoring import answer_prompt, option_probabilities
 from valuemech.values import VALUES, canonical_value
@@ -198,17 +199,6 @@ def forced_choice_scores(lm: LoadedModel, pairs: list[tuple[PVQItem, PVQItem]],
     return {v: statistics.fmean(w) for v, w in wins.items()}
 
 
-def _bootstrap_mean(xs: list[float], n_boot: int = 1000, seed: int = 0) -> list[float]:
-    import numpy as np
-
-    arr = np.asarray(xs, dtype=np.float64)
-    if len(arr) < 2:
-        return [float("nan"), float("nan")]
-    rng = np.random.default_rng(seed)
-    means = arr[rng.integers(0, len(arr), (n_boot, len(arr)))].mean(axis=1)
-    return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
-
-
 def pvq_gains(lm: LoadedModel, conditions: dict[str, object], items: list[PVQItem], values: list[str],
               n_boot: int = 1000, batch_size: int = 16, progress: bool = True) -> dict:
     """Gain of the target value's PVQ score under each steering condition, per language.
@@ -251,10 +241,10 @@ def pvq_gains(lm: LoadedModel, conditions: dict[str, object], items: list[PVQIte
             gains = [p["gain"] for p in per_value.values()]
             specs = [p["specificity"] for p in per_value.values()]
             row[lang] = {"per_value": per_value, "gain": statistics.fmean(gains) if gains else float("nan"),
-                         "gain_ci": _bootstrap_mean(gains, n_boot), "specificity": statistics.fmean(specs) if specs else float("nan"),
-                         "specificity_ci": _bootstrap_mean(specs, n_boot)}
+                         "gain_ci": bootstrap_mean(gains, n_boot), "specificity": statistics.fmean(specs) if specs else float("nan"),
+                         "specificity_ci": bootstrap_mean(specs, n_boot)}
         all_gains = [row[l]["gain"] for l in langs]
-        row["mean"] = {"gain": statistics.fmean(all_gains), "gain_ci": _bootstrap_mean(
+        row["mean"] = {"gain": statistics.fmean(all_gains), "gain_ci": bootstrap_mean(
             [p["gain"] for l in langs for p in row[l]["per_value"].values()], n_boot)}
         out["rows"][name] = row
     bar.close()
@@ -300,10 +290,10 @@ def forced_gains(lm: LoadedModel, conditions: dict[str, object], items: list[PVQ
                 bar.update(1)
             gains = [p["gain"] for p in per_value.values()]
             row[lang] = {"per_value": per_value, "gain": statistics.fmean(gains) if gains else float("nan"),
-                         "gain_ci": _bootstrap_mean(gains, n_boot), "specificity": float("nan"),
+                         "gain_ci": bootstrap_mean(gains, n_boot), "specificity": float("nan"),
                          "specificity_ci": [float("nan"), float("nan")]}
         all_gains = [p["gain"] for l in langs for p in row[l]["per_value"].values()]
-        row["mean"] = {"gain": statistics.fmean(row[l]["gain"] for l in langs), "gain_ci": _bootstrap_mean(all_gains, n_boot)}
+        row["mean"] = {"gain": statistics.fmean(row[l]["gain"] for l in langs), "gain_ci": bootstrap_mean(all_gains, n_boot)}
         out["rows"][name] = row
     bar.close()
     return out
