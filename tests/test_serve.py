@@ -17,7 +17,7 @@ def smoke_dir(tmp_path_factory):
     from typer.testing import CliRunner
 
     out = tmp_path_factory.mktemp("serve") / "run"
-    res = CliRunner().invoke(cli_app, ["run", "--preset", "smoke", "--out", str(out), "--quiet"])
+    res = CliRunner().invoke(cli_app, ["run", "--preset", "smoke", "--out", str(out), "--quiet", "--evals", "none"])
     assert res.exit_code == 0, res.output
     return out
 
@@ -69,7 +69,22 @@ def test_steering_applies_per_request_only(server):
     assert rel.json()["choices"][0]["message"]["content"] == plain  # alpha 0: no change
 
 
+def test_neuron_class_steering_per_request(server, smoke_dir):
+    neurons = json.loads((smoke_dir / "neurons.json").read_text())
+    value = next(v for v, d in neurons["per_value"].items() if any(n["class"] == "shared" for n in d["neurons"]))
+    plain = chat(server.url).json()["choices"][0]["message"]["content"]
+    same = chat(server.url, steering={"neurons": f"shared.{value}", "beta": 1.0})
+    assert same.status_code == 200 and same.json()["choices"][0]["message"]["content"] == plain  # β = 1
+    big = chat(server.url, steering={"neurons": f"shared.{value}", "beta": 500.0}).json()
+    assert big["choices"][0]["message"]["content"] != plain
+    assert chat(server.url).json()["choices"][0]["message"]["content"] == plain  # nothing leaks
+
+
 @pytest.mark.parametrize("kwargs,status,needle", [
+    ({"steering": {"neurons": "loud.power", "beta": 2.0}}, 400, "unknown neuron set"),
+    ({"steering": {"neurons": "shared.power"}}, 400, "beta"),
+    ({"steering": {"vector": "intrinsic.power", "neurons": "shared.power", "beta": 2.0}}, 400, "exactly one"),
+    ({"steering": {"vector": "intrinsic.power", "alpha": 1.0}}, 400, "layer"),
     ({"steering": {"vector": "nope.power", "layer": 0, "alpha": 1.0}}, 400, "unknown steering vector"),
     ({"steering": {"vector": "intrinsic.power", "layer": 99, "alpha": 1.0}}, 400, "out of range"),
     ({"steering": {"vector": "intrinsic.power", "layer": 0, "alpha": "lots"}}, 400, "alpha"),

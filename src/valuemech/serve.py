@@ -10,7 +10,9 @@ scripts), ``GET /health``. Extensions to the chat request:
   "positions": "all"}``: adds ``alpha * vector[layer]`` (or ``alpha * R_l * unit(vector)`` when
   ``relative``) for this request only; vectors come from the run directory given at start-up
   (``vectors.safetensors`` names like ``intrinsic.power``, ``components.safetensors`` names like
-  ``shared.power`` or ``mean_delta``).
+  ``shared.power`` or ``mean_delta``);
+- ``steering: {"neurons": "prompted.power", "beta": 3.0}``: multiplies the activations of one class
+  (``shared`` / ``intrinsic`` / ``prompted``) of a value's neurons from the run's ``neurons.json``.
 
 Requests run one at a time on the model (a lock), so steering never leaks between requests.
 Binds to 127.0.0.1 by default.
@@ -28,7 +30,7 @@ from typing import Literal, Optional
 import torch
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from valuemech import hooks
 from valuemech.config import GenerationConfig
@@ -44,11 +46,25 @@ class Message(BaseModel):
 
 
 class Steering(BaseModel):
-    vector: str
-    layer: int
-    alpha: float
+    """Either a vector (``vector``, ``layer``, ``alpha``) or a neuron class (``neurons``, ``beta``)."""
+
+    vector: Optional[str] = None
+    layer: Optional[int] = None
+    alpha: Optional[float] = None
     relative: bool = False
     positions: Literal["all", "prompt", "generated"] = "all"
+    neurons: Optional[str] = None  # "<class>.<value>", class shared | intrinsic | prompted (neurons.json)
+    beta: Optional[float] = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "Steering":
+        if (self.vector is None) == (self.neurons is None):
+            raise ValueError("steering needs exactly one of 'vector' (with layer, alpha) or 'neurons' (with beta)")
+        if self.vector is not None and (self.layer is None or self.alpha is None):
+            raise ValueError("steering with a vector needs 'layer' and 'alpha'")
+        if self.neurons is not None and self.beta is None:
+            raise ValueError("steering with 'neurons' needs 'beta'")
+        return self
 
 
 class ChatRequest(BaseModel):
@@ -70,11 +86,32 @@ class VectorStore:
         from valuemech.steering import SteeringSource
 
         self.source = SteeringSource.from_run(run_dir, lm) if run_dir is not None else None
+        nj = Path(run_dir) / "neurons.json" if run_dir is not None else None
+        self.neurons: dict | None = json.loads(nj.read_text()) if nj is not None and nj.exists() else None
         self.vectors: dict[str, torch.Tensor] = {}
         if self.source is not None:
             self.vectors.update(self.source.vectors.vectors)
             if self.source.components is not None:
                 self.vectors.update(self.source.components.tensors)
+
+    def context(self, s: Steering | None, lm: LoadedModel):
+        """The context manager that applies ``s`` (a vector or a neuron class) for one request."""
+        from contextlib import nullcontext
+
+        from valuemech.steering import scale_neuron_class
+
+        if s is None:
+            return nullcontext()
+        if s.neurons is None:
+            return hooks.add_vectors(lm, self.resolve(s, lm), positions=s.positions)
+        cls, _, value = s.neurons.partition(".")
+        if self.neurons is None:
+            raise HTTPException(400, "neuron steering needs neurons.json (start the server with --run DIR of a run "
+                                     "that ran the neurons stage)")
+        if cls not in ("shared", "intrinsic", "prompted") or value not in self.neurons.get("per_value", {}):
+            raise HTTPException(400, f"unknown neuron set {s.neurons!r}; use <shared|intrinsic|prompted>.<value> "
+                                     f"with a value of neurons.json ({', '.join(self.neurons.get('per_value', {}))})")
+        return scale_neuron_class(lm, self.neurons, value, cls, s.beta)
 
     def resolve(self, s: Steering, lm: LoadedModel) -> dict[int, torch.Tensor]:
         from valuemech.steering import scaled
@@ -172,9 +209,7 @@ def create_app(lm: LoadedModel, run_dir: Path | None = None, model_name: str | N
         stats["chat_completions"] += 1
         prompt = _prompt_ids(lm, req.messages)
         with lock:
-            steer = store.resolve(req.steering, lm) if req.steering else {}
-            ctx = hooks.add_vectors(lm, steer, positions=req.steering.positions if req.steering else "all")
-            with ctx:
+            with store.context(req.steering, lm):
                 if req.guided_choice:
                     scores = choice_logprobs(lm, prompt, req.guided_choice)
                     text = req.guided_choice[max(range(len(scores)), key=scores.__getitem__)]
