@@ -53,6 +53,27 @@ def test_smoke_run_writes_the_run_directory(smoke_run):
         assert sum(sum(c) for c in neurons["per_value"][v]["counts_per_layer"].values()) == len(kept)
         assert all(1 <= len(n["top_tokens"]) <= 5 and {"token", "context", "activation"} <= set(n["top_tokens"][0])
                    for n in kept)
+    # the evaluate stage wrote every evaluation the smoke preset lists, each with its settings and aggregates
+    from valuemech.evals.registry import EVALS
+
+    for name in EVALS:
+        res = json.loads((out / "evals" / f"{name}.json").read_text())
+        assert res["eval"] == name and res["settings"]["model_id"] and "aggregates" in res and res["items"]
+    assert json.loads((out / "stages.json").read_text())["evaluate"]["evals"] == list(EVALS)
+
+
+def test_eval_command_and_markdown(smoke_run):
+    out, _ = smoke_run
+    result = invoke("eval", "dilemmas", "--run", out, "--values", "power", "--components", "shared",
+                    "--limit", "1", "--alpha", "0", "--no-control", "--quiet", "--n-boot", "20")
+    assert result.exit_code == 0, result.output
+    assert "Dilemma win rates" in result.stdout and "written:" in result.stdout
+    res = json.loads((out / "evals" / "dilemmas.json").read_text())
+    assert list(res["aggregates"]) == ["shared"] and res["settings"]["conditions"]["shared"]["alpha"] == 0.0
+    md = invoke("eval", "markdown", "--run", out)
+    assert md.exit_code == 0 and "### instruct" in md.stdout and "### jailbreak" in md.stdout
+    bad = invoke("eval", "diversity", "--run", out, "--components", "sideways")
+    assert bad.exit_code == 2 and "unknown component 'sideways'" in bad.stderr
 
 
 def test_rerun_skips_completed_stages_and_summary(smoke_run):
@@ -60,7 +81,7 @@ def test_rerun_skips_completed_stages_and_summary(smoke_run):
     before = (out / "responses.jsonl").read_bytes()
     result = invoke("run", "--preset", "smoke", "--out", out, "--quiet")
     assert result.exit_code == 0
-    assert result.stderr.count("already complete") == 5
+    assert result.stderr.count("already complete") == 6
     assert (out / "responses.jsonl").read_bytes() == before
     assert invoke("summary", out).exit_code == 0
     assert invoke("decompose", "--run", out, "--force").exit_code == 0

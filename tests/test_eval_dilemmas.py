@@ -157,10 +157,12 @@ def test_evaluate_end_to_end_alpha_zero(tiny_llama, tmp_path):
     assert "Dilemma win rates" in md and "| prompted | 0.00 (+0.000) | 0.00 (+0.000) |" in md
     assert "Baseline preference" in md
 
-    # a real push moves the probabilities, and limit cuts the dataset
-    opts.alpha, opts.limit, opts.control = 4.0, 2, False
+    # a real push moves the probabilities, and limit keeps the first n dilemmas of each target value
+    opts.alpha, opts.limit, opts.control = 4.0, 1, False
     res = dm.evaluate(tiny_llama, _source(tiny_llama), opts)
-    assert res["settings"]["n"] == 2 and len(res["items"]) == 2 * 3
+    assert res["settings"]["n"] == 1 and len(res["items"]) == 2 * 2  # q0 serves power and benevolence
+    opts.limit = 2
+    assert dm.dataset(opts)[0] and [d.id for d in dm.dataset(opts)[0]] == ["q0", "q1", "q2"]
     assert any(abs(it["shift"]) > 1e-6 for it in res["items"])
 
 

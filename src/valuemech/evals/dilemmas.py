@@ -159,9 +159,17 @@ def load_dilemmas(path: str | Path) -> list[Dilemma]:
 
 
 def dataset(opts: EvalOptions) -> tuple[list[Dilemma], str]:
-    """The dilemmas the options ask for (``opts.items`` or the built-ins, first ``opts.limit``) and their name."""
+    """The dilemmas the options ask for (``opts.items`` or the built-ins) and their name.
+
+    With ``opts.limit``, only the first ``limit`` dilemmas involving each target value are kept.
+    """
     items, name = (load_dilemmas(opts.items), str(opts.items)) if opts.items else (builtin_dilemmas(), "builtin")
-    return (items[: opts.limit] if opts.limit else items), name
+    if not opts.limit:
+        return items, name
+    keep: set[str] = set()
+    for v in opts.values or VALUES:
+        keep.update(d.id for d in [d for d in items if d.involves(v)][: opts.limit])
+    return [d for d in items if d.id in keep], name
 
 
 # ------------------------------------------------------------------------------------- scoring
