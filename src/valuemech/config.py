@@ -132,6 +132,18 @@ PRESETS: dict[str, dict[str, Any]] = {
                        "batch_size": 32},
         "judge": {"name": "lexicon"},
         "extract": {"batch_size": 16, "min_group": 5},
+        # `--evals all` runs these (sized for ~1 hour on one CPU thread; docs/results-smollm2.md).
+        "evaluate": {"evals": [],
+                     "options": {"components": ["intrinsic", "prompted", "intrinsic_orth", "prompted_orth", "shared"],
+                                 "alpha": 0.2, "alphas": [0.1, 0.2], "max_new_tokens": 64},
+                     "per_eval": {"value_portrait": {"limit": 8, "values": ["self_direction", "hedonism", "power",
+                                                                            "security", "benevolence"]},
+                                  "freeform": {"limit": 3},
+                                  "diversity": {"limit": 12, "samples": 2, "values": ["power", "security", "benevolence"],
+                                                "components": ["intrinsic", "prompted", "intrinsic_orth", "prompted_orth"]},
+                                  "instruct": {"limit": 40, "max_new_tokens": 80},
+                                  "jailbreak": {"limit": 40, "temperature": 0.0, "max_new_tokens": 48,
+                                                "values": ["power", "security", "benevolence"]}}},
     },
     # The paper's scale (GPU): every query, every value prompted.
     "paper": {
