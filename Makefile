@@ -6,7 +6,7 @@ STAMP := $(VENV)/.valuemech-installed
 RUN ?= runs/quick-smollm2-135m
 export HF_HUB_OFFLINE := 1
 
-.PHONY: demo test env clean
+.PHONY: demo test env browser clean
 
 env: $(STAMP)
 
@@ -23,7 +23,13 @@ demo: $(STAMP)
 	$(VENV)/bin/valuemech run --preset quick --out $(RUN)
 	@echo "results in $(RUN)/ (config.yaml, responses.jsonl, labels.jsonl, vectors.safetensors, components.safetensors, decompose.json, neurons.json)"
 
-test: $(STAMP)
+# Debian's chromium, for the headless check of the HTML report (tests skip it when missing).
+# Installed only when absent; without root or apt it warns and the tests skip.
+browser:
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium) \
+		|| echo "warning: could not install chromium (needs root and apt); the browser test will be skipped"
+
+test: $(STAMP) browser
 	$(PY) -m pytest
 
 clean:

@@ -62,26 +62,12 @@ def test_smoke_run_writes_the_run_directory(smoke_run):
     assert json.loads((out / "stages.json").read_text())["evaluate"]["evals"] == list(EVALS)
 
 
-def test_eval_command_and_markdown(smoke_run):
-    out, _ = smoke_run
-    result = invoke("eval", "dilemmas", "--run", out, "--values", "power", "--components", "shared",
-                    "--limit", "1", "--alpha", "0", "--no-control", "--quiet", "--n-boot", "20")
-    assert result.exit_code == 0, result.output
-    assert "Dilemma win rates" in result.stdout and "written:" in result.stdout
-    res = json.loads((out / "evals" / "dilemmas.json").read_text())
-    assert list(res["aggregates"]) == ["shared"] and res["settings"]["conditions"]["shared"]["alpha"] == 0.0
-    md = invoke("eval", "markdown", "--run", out)
-    assert md.exit_code == 0 and "### instruct" in md.stdout and "### jailbreak" in md.stdout
-    bad = invoke("eval", "diversity", "--run", out, "--components", "sideways")
-    assert bad.exit_code == 2 and "unknown component 'sideways'" in bad.stderr
-
-
 def test_rerun_skips_completed_stages_and_summary(smoke_run):
     out, _ = smoke_run
     before = (out / "responses.jsonl").read_bytes()
     result = invoke("run", "--preset", "smoke", "--out", out, "--quiet")
     assert result.exit_code == 0
-    assert result.stderr.count("already complete") == 6
+    assert result.stderr.count("already complete") == 7
     assert (out / "responses.jsonl").read_bytes() == before
     assert invoke("summary", out).exit_code == 0
     assert invoke("decompose", "--run", out, "--force").exit_code == 0
@@ -208,3 +194,17 @@ def test_sweep_pvq_and_circumplex_commands(smoke_run):
     assert_one_line_error(invoke("sweep", "--run", out, "--components", "diagonal"), "unknown component 'diagonal'")
     assert_one_line_error(invoke("sweep", "--run", out, "--layers", "9"), "out of range")
     assert_one_line_error(invoke("eval", "pvq", "--run", out, "--langs", "de"), "no built-in PVQ items")
+
+
+def test_eval_command_and_markdown(smoke_run):
+    out, _ = smoke_run
+    result = invoke("eval", "dilemmas", "--run", out, "--values", "power", "--components", "shared",
+                    "--limit", "1", "--alpha", "0", "--no-control", "--quiet", "--n-boot", "20")
+    assert result.exit_code == 0, result.output
+    assert "Dilemma win rates" in result.stdout and "written:" in result.stdout
+    res = json.loads((out / "evals" / "dilemmas.json").read_text())
+    assert list(res["aggregates"]) == ["shared"] and res["settings"]["conditions"]["shared"]["alpha"] == 0.0
+    md = invoke("eval", "markdown", "--run", out)
+    assert md.exit_code == 0 and "### instruct" in md.stdout and "### jailbreak" in md.stdout
+    bad = invoke("eval", "diversity", "--run", out, "--components", "sideways")
+    assert bad.exit_code == 2 and "unknown component 'sideways'" in bad.stderr

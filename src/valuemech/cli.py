@@ -612,78 +612,11 @@ _register_evals()
 @friendly
 def eval_markdown(run_dir: Path = RunOpt) -> None:
     """Print the run's evaluation results (sweep, PVQ gains, neurons, every evaluation, circumplex) as Markdown tables."""
-    import json
-
     from valuemech.pipeline import open_run
+    from valuemech.report.tables import run_markdown
 
-    rd, cfg = open_run(run_dir)
-    ev = rd.root / "evals"
-    if (ev / "sweep.json").exists():
-        sw = json.loads((ev / "sweep.json").read_text())
-        print(f"### Capability guard (probe value {sw['probe_value']}; MC baseline accuracy "
-              f"{sw['baseline_accuracy']:.3f} on {sw['n_items']} items; KL on {sw['n_texts']} neutral texts)\n")
-        alphas = sw["alphas"]
-        print("| component | block | " + " | ".join(f"α={a:g}: drop / KL" for a in alphas) + " | chosen α |")
-        print("|---|---|" + "---|" * (len(alphas) + 1))
-        for comp, by_layer in sw["curves"].items():
-            for layer, pts in by_layer.items():
-                ch = sw["chosen"].get(comp)
-                print(f"| {comp} | {layer} | " + " | ".join(f"{p['accuracy_drop']:+.1f} / {p['kl']:.3f}" for p in pts)
-                      + f" | {'-' if ch is None else format(ch['alpha'], 'g')} |")
-        print()
-    for fname, unit in (("pvq.json", "6-point scale"), ("pvq_forced.json", "forced-choice win probability")):
-        if not (ev / fname).exists():
-            continue
-        pvq = json.loads((ev / fname).read_text())
-        langs = [k for k in next(iter(pvq["rows"].values())) if k != "mean"]
-        print(f"### PVQ target-value gain ({unit}; mean over values [95% bootstrap CI over values])\n")
-        print("| condition | setting | " + " | ".join(langs) + " | mean |")
-        print("|---|---|" + "---|" * (len(langs) + 1))
-        for name, row in pvq["rows"].items():
-            st = pvq["settings"].get(name, {})
-            setting = ", ".join(f"{k}={v}" for k, v in st.items())
-            print(f"| {name} | {setting} | " + " | ".join(
-                f"{row[l]['gain']:+.3f} [{row[l]['gain_ci'][0]:+.3f}, {row[l]['gain_ci'][1]:+.3f}]" for l in langs + ["mean"]) + " |")
-        if fname == "pvq_forced.json":
-            print()
-            continue
-        print("\nSpecificity (target change minus mean change on the other values):\n")
-        print("| condition | " + " | ".join(langs) + " |")
-        print("|---|" + "---|" * len(langs))
-        for name, row in pvq["rows"].items():
-            print(f"| {name} | " + " | ".join(f"{row[l]['specificity']:+.3f}" for l in langs) + " |")
-        print("\nBaseline rater per language:\n")
-        print("| lang | degenerate | option mass | argmax counts (1..6) |")
-        print("|---|---|---|---|")
-        for l, b in pvq["baseline"].items():
-            print(f"| {l} | {b['degenerate']} | {b['mean_option_mass']:.3f} | "
-                  f"{' '.join(str(b['argmax_counts'][str(k)]) for k in range(1, 7))} |")
-        print()
-    if rd.neurons_json.exists():
-        nj = json.loads(rd.neurons_json.read_text())
-        counts = nj["counts_per_layer"]
-        print(f"### Value neurons (top {nj['k_percent']:g}% per block by projection, angle < {nj['max_angle']:g}°; "
-              f"summed over values)\n")
-        print("| block | " + " | ".join(counts) + " |")
-        print("|---|" + "---|" * len(counts))
-        for l in range(nj["n_layers"]):
-            print(f"| {l} | " + " | ".join(str(counts[c][l]) for c in counts) + " |")
-        print("\nTotals: " + ", ".join(f"{c} {sum(v)}" for c, v in counts.items())
-              + f"; neurons kept for several values: {nj['overlap']['neurons_in_several_values']}\n")
-    from valuemech.evals.registry import EVALS, markdown as eval_md
-
-    for name in EVALS:
-        if (ev / f"{name}.json").exists():
-            print(f"### {name}\n")
-            print(eval_md(name, json.loads((ev / f"{name}.json").read_text())) + "\n")
-    if (ev / "circumplex.json").exists():
-        cx = json.loads((ev / "circumplex.json").read_text())
-        print(f"### Circumplex (block {cx['layer']})\n")
-        print("| axes | 2 PCs explain | Procrustes R² | permutation p |")
-        print("|---|---|---|---|")
-        for name in ("shared", "difference (control)"):
-            c = cx[name]
-            print(f"| {name} | {c['explained_2pc']:.3f} | {c['r2']:.3f} | {c['p_value']:.3f} |")
+    rd, _ = open_run(run_dir)
+    print(run_markdown(rd.root))
 
 
 @eval_app.command("circumplex")
@@ -712,6 +645,40 @@ def eval_circumplex(run_dir: Path = RunOpt,
         console.print(f"{name} axes @ block {layer}: 2 PCs explain {fit.explained_2pc:.3f}; "
                       f"Procrustes R^2 {fit.r2:.3f}, permutation p = {fit.p_value:.3f} ({n_permutations} permutations)")
     atomic_write_json(rd.root / "evals" / "circumplex.json", out)
+
+
+@app.command()
+@friendly
+def report(run_dir: Path = typer.Argument(..., help="Run directory."),
+           check: bool = typer.Option(False, help="Open the page in headless Chromium and check it renders."),
+           n_boot: int = typer.Option(1000, "--n-boot")) -> None:
+    """Write RUN/report.html and RUN/figures/*.png: the paper's figures, tables and findings for this run."""
+    from valuemech.pipeline import open_run
+    from valuemech.report.page import build_report
+
+    rd, _ = open_run(run_dir)
+    page = build_report(rd.root, n_boot)
+    console.print(f"written: {page}")
+    if check:
+        from valuemech.report.browser import check_page
+
+        res = check_page(page, screenshot=rd.root / "figures" / "screenshot.png")
+        console.print(f"chromium: {res.summary()}")
+        if not res.ok:
+            raise typer.Exit(1)
+
+
+@app.command()
+@friendly
+def compare(run_dirs: list[Path] = typer.Argument(..., help="Two or more run directories."),
+            out: Path = typer.Option(Path("compare.html"), help="Where to write the page."),
+            n_boot: int = typer.Option(1000, "--n-boot")) -> None:
+    """Put the paper's headline findings of several runs (models) side by side in one page."""
+    from valuemech.report.page import build_compare
+
+    if len(run_dirs) < 2:
+        raise ValuemechError("compare needs at least two run directories")
+    console.print(f"written: {build_compare(run_dirs, out, n_boot)}")
 
 
 @app.command()

@@ -1,4 +1,4 @@
-"""Pipeline stages over a run directory: generate -> label -> extract -> decompose -> neurons -> evaluate.
+"""Pipeline stages over a run directory: generate -> label -> extract -> decompose -> neurons -> evaluate -> report.
 
 Each stage reads the previous stage's artifacts, skips work already done, and can run alone.
 The run directory's ``config.yaml`` fixes the configuration; resuming with another model
@@ -24,7 +24,7 @@ from valuemech.models.loading import LoadedModel, load_model
 from valuemech.values import VALUES
 from valuemech.vectors import ValueVectors, extract_vectors
 
-STAGES = ("generate", "label", "extract", "decompose", "neurons", "evaluate")
+STAGES = ("generate", "label", "extract", "decompose", "neurons", "evaluate", "report")
 #: Config sections whose change invalidates a run directory's artifacts.
 _FROZEN = ("seed", "model", "data", "generation", "judge", "extract")
 
@@ -223,6 +223,10 @@ def _complete(run: RunDir, stage: str, cfg: RunConfig) -> bool:
         return run.neurons_json.exists() and _newer(run.neurons_json, run.components)
     if stage == "evaluate":
         return all(_eval_done(run, name) for name in cfg.evaluate.evals)
+    if stage == "report":
+        page = run.root / "report.html"
+        return page.exists() and all(_newer(page, f) for f in [*run.root.glob("*.*"), *run.root.glob("evals/*.json")]
+                                     if f.name not in ("report.html", "stages.json"))
     raise ValuemechError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
 
 
@@ -270,6 +274,10 @@ class Pipeline:
             info = {}
         elif stage == "evaluate":
             info = {"evals": stage_evaluate(self.run, self.cfg, self.model(), self.progress, self.log)}
+        elif stage == "report":
+            from valuemech.report.page import build_report
+
+            info = {"page": str(build_report(self.run.root))}
         else:
             report = stage_neurons(self.run, self.cfg, self.model(), self.progress)
             info = {"classified": {c: sum(report["counts_per_layer"][c]) for c in report["counts_per_layer"]}}

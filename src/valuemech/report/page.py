@@ -1,0 +1,233 @@
+"""``report.html``: the paper's results section for one run, and ``compare.html`` for several runs.
+
+The page is self-contained and offline: inline CSS, no CDN, figures as ``figures/*.png`` beside it.
+Every number comes from the run directory's artifacts (tables through :mod:`valuemech.report.tables`
+and each evaluation's own ``markdown``); a stage or evaluation that did not run is listed as
+missing, with the command that makes it, instead of failing.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import time
+from pathlib import Path
+
+import markdown as md
+
+from valuemech.io import atomic_write_text
+from valuemech.report import figures, tables
+from valuemech.report.browser import PAGE_ERROR_HOOK_JS, PAGE_PROBE_JS
+from valuemech.report.findings import findings
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;
+padding:0 1em;color:#222;line-height:1.45}
+h1{font-size:1.6em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}
+table{border-collapse:collapse;margin:.6em 0;font-size:.85em}th,td{border:1px solid #ccc;padding:3px 7px;
+text-align:left}th{background:#f4f4f4}img{max-width:100%;border:1px solid #eee;margin:.5em 0}
+.missing{color:#a33}.verdict-supported{color:#1a7f37;font-weight:600}
+.verdict-not-supported{color:#b42318;font-weight:600}.verdict-inconclusive{color:#9a6700;font-weight:600}
+.verdict-missing{color:#777}code{background:#f6f6f6;padding:0 3px}.small{font-size:.85em;color:#555}
+"""
+
+#: (artifact, command that makes it) in pipeline order.
+ARTIFACTS = [
+    ("responses.jsonl", "valuemech generate --run RUN"), ("labels.jsonl", "valuemech label --run RUN"),
+    ("vectors.safetensors", "valuemech extract --run RUN"), ("components.safetensors", "valuemech decompose --run RUN"),
+    ("neurons.json", "valuemech neurons --run RUN"), ("evals/sweep.json", "valuemech sweep --run RUN"),
+    ("evals/pvq.json", "valuemech eval pvq --run RUN"), ("evals/circumplex.json", "valuemech eval circumplex --run RUN"),
+]
+
+
+def _md(text: str) -> str:
+    return md.markdown(text, extensions=["tables"])
+
+
+def _load(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text()) if path.exists() else None
+    except (json.JSONDecodeError, OSError):
+        return None
+
+
+def _img(path: Path | None, root: Path, alt: str) -> str:
+    if path is None:
+        return ""
+    return f'<img src="{html.escape(path.relative_to(root).as_posix())}" alt="{html.escape(alt)}">'
+
+
+def _fmt_effect(f: dict) -> str:
+    if f["effect"] is None:
+        return "—"
+    lo, hi = f["ci"]
+    return f"{f['effect']:+.3f} [{lo:+.3f}, {hi:+.3f}] (n = {f['n']})"
+
+
+def findings_table(found: list[dict]) -> str:
+    rows = "".join(
+        f"<tr><td><b>{html.escape(f['claim'])}</b><br><span class='small'>{html.escape(f['statement'])}</span></td>"
+        f"<td>{html.escape(f['measure'])}</td><td>{_fmt_effect(f)}<br><span class='small'>{html.escape(f['detail'])}"
+        f"</span></td><td class='verdict-{f['verdict'].replace(' ', '-')}'>{f['verdict']}</td>"
+        f"<td class='small'>{html.escape(f['paper'])} (paper)</td><td class='small'>{html.escape(f['source'])}</td></tr>"
+        for f in found)
+    return ("<table><tr><th>claim</th><th>measure</th><th>effect [95% CI]</th><th>verdict</th><th>paper</th>"
+            f"<th>source</th></tr>{rows}</table>")
+
+
+def _summary(root: Path, cfg: dict | None) -> str:
+    from safetensors import safe_open
+
+    items = []
+    if cfg:
+        items.append(f"model <code>{html.escape(str(cfg['model']['name']))}</code> ({cfg['model']['dtype']}, "
+                     f"{cfg['model']['device']}); judge <code>{html.escape(cfg['judge']['name'])}</code>; seed "
+                     f"{cfg['seed']}; preset {cfg.get('preset')}")
+    out = "<p>" + "<br>".join(items) + "</p>"
+    vec = root / "vectors.safetensors"
+    if vec.exists():
+        with safe_open(str(vec), "pt") as fh:
+            meta = fh.metadata() or {}
+        counts = json.loads(meta.get("counts", "{}"))
+        out += (f"<p class='small'>model id {html.escape(meta.get('model_id', '?'))}; weights sha256 "
+                f"<code>{html.escape(meta.get('weights_sha256', '?')[:16])}…</code>; {meta.get('n_layers', '?')} blocks; "
+                f"library {html.escape(meta.get('library', '?'))}</p>")
+        dec = _load(root / "decompose.json")
+        mid = int(meta.get("n_layers", 2)) // 2
+        lines = ["| value | intrinsic (expressing / not) | prompted (expressing / not) | cos(v_int, v_prompt) @ block "
+                 f"{mid} |", "|---|---|---|---|"]
+        for v in counts.get("intrinsic", {}):
+            ci, cp = counts["intrinsic"].get(v, {}), counts.get("prompted", {}).get(v, {})
+            cos = dec["per_value"][v]["cosine"][mid] if dec and v in dec.get("per_value", {}) else None
+            lines.append(f"| {v} | {ci.get('expressed', '-')} / {ci.get('not', '-')} | {cp.get('expressed', '-')} / "
+                         f"{cp.get('not', '-')} | {'-' if cos is None else f'{cos:+.3f}'} |")
+        out += _md("\n".join(lines))
+    stages = _load(root / "stages.json")
+    if stages:
+        out += "<p class='small'>stage wall time: " + ", ".join(
+            f"{k} {v.get('seconds', 0):.1f} s" for k, v in stages.items()) + "</p>"
+    return out
+
+
+def _decompose(dec: dict) -> str:
+    md_ = dec.get("mean_delta", {})
+    expl = md_.get("explained") or []
+    pc = md_.get("mean_pairwise_cosine") or []
+    sv = [x for d in dec.get("per_value", {}).values() for x in d.get("shared_variance", [])]
+    parts = []
+    if expl:
+        parts.append(f"mean-delta direction explains {min(expl):.1%}–{max(expl):.1%} of the ten deltas' second moment "
+                     f"across blocks (paper: 48–68%); the deltas' mean pairwise cosine is {min(pc):+.3f}…{max(pc):+.3f} "
+                     "(paper: 0.476).")
+    if sv:
+        parts.append(f"The shared SVD axis carries {min(sv):.1%}–{max(sv):.1%} of each (v_int, v_prompt) pair's "
+                     "variance.")
+    return "<p>" + " ".join(parts) + "</p>"
+
+
+def build_report(run_root: Path, n_boot: int = 1000) -> Path:
+    """Write ``report.html`` and ``figures/*.png`` into the run directory; return the page's path."""
+    root = Path(run_root)
+    figs = root / "figures"
+    ev = root / "evals"
+    cfg = None
+    if (root / "config.yaml").exists():
+        import yaml
+
+        cfg = yaml.safe_load((root / "config.yaml").read_text())
+    found = [f.to_dict() for f in findings(root, n_boot)]
+    body = [f"<h1>valuemech report: {html.escape(str((cfg or {}).get('model', {}).get('name', root.name)))}</h1>",
+            f"<p class='small'>run directory <code>{html.escape(str(root.resolve()))}</code>; written "
+            f"{time.strftime('%Y-%m-%d %H:%M')}. Every number below is read from this directory's files.</p>"]
+    missing = [(a, c.replace("RUN", str(root))) for a, c in ARTIFACTS if not (root / a).exists()]
+    if missing:
+        body.append("<div class='missing'><b>Missing stages (their sections are left out):</b><ul>" + "".join(
+            f"<li><code>{html.escape(a)}</code> — make it with <code>{html.escape(c)}</code></li>" for a, c in missing)
+            + "</ul></div>")
+    body += ["<h2>Findings: the paper's headline claims on this model</h2>", findings_table(found),
+             _img(figures.findings_chart(found, figs / "findings.png"), root, "findings"),
+             "<p class='small'>Verdicts come from the 95% bootstrap interval of each effect: supported (above 0), "
+             "not supported (below 0), inconclusive (spans 0 or too few pairs), missing (not run).</p>",
+             "<h2>Pipeline summary</h2>", _summary(root, cfg)]
+    dec = _load(root / "decompose.json")
+    if dec:
+        body += ["<h2>Intrinsic vs. prompted vectors (Figure 2)</h2>",
+                 _img(figures.cosine_heatmap(dec, figs / "cosine_heatmap.png"), root, "cosine heatmap"), _decompose(dec)]
+    nj = _load(root / "neurons.json")
+    if nj:
+        body += ["<h2>Value neurons (Figure 3)</h2>", _img(figures.neuron_counts(nj, figs / "neurons.png"), root, "neurons"),
+                 "<p>Strongest neurons of each class and their top-activating response tokens:</p>",
+                 _md(tables.strongest_neurons_md(nj)), "<details><summary>counts per block</summary>",
+                 _md(tables.neurons_md(nj)), "</details>"]
+    sw = _load(ev / "sweep.json")
+    pvq = _load(ev / "pvq.json")
+    pvqf = _load(ev / "pvq_forced.json")
+    if sw or pvq or pvqf:
+        body.append("<h2>Steering (Figures 4–5) and the capability guard</h2>")
+    if sw:
+        body += [_img(figures.guard_curves(sw, figs / "guard.png"), root, "guard curves"), _md(tables.sweep_md(sw))]
+    if pvq:
+        body += [_img(figures.pvq_gains(pvq, figs / "pvq_gains.png"), root, "PVQ gains"), _md(tables.pvq_md(pvq))]
+    if pvqf:
+        body += [_img(figures.pvq_gains(pvqf, figs / "pvq_forced_gains.png", "forced-choice gain"), root, "forced"),
+                 _md(tables.pvq_md(pvqf, forced=True))]
+    from valuemech.evals.registry import EVALS, markdown as eval_md
+
+    extra_figs = {"diversity": figures.diversity, "instruct": figures.instruct_curve, "jailbreak": figures.jailbreak_curve}
+    ran = [n for n in EVALS if (ev / f"{n}.json").exists()]
+    body.append("<h2>Evaluations</h2>")
+    for name in ran:
+        res = _load(ev / f"{name}.json")
+        if res is None:
+            body.append(f"<p class='missing'>evals/{name}.json is unreadable</p>")
+            continue
+        body.append(f"<h3>{html.escape(name)}</h3>")
+        if name in extra_figs:
+            body.append(_img(extra_figs[name](res, figs / f"{name}.png"), root, name))
+        body.append(_md(eval_md(name, res)))
+    not_run = [n for n in EVALS if n not in ran]
+    if not_run:
+        body.append("<p class='missing'>Not run: " + ", ".join(
+            f"<code>{n}</code>" for n in not_run) + f" (<code>valuemech eval NAME --run {html.escape(str(root))}</code>)</p>")
+    cx = _load(ev / "circumplex.json")
+    if cx:
+        body += ["<h2>The Schwartz circumplex</h2>", _img(figures.circumplex(cx, figs / "circumplex.png"), root, "circumplex"),
+                 _md(tables.circumplex_md(cx))]
+    page = _page("valuemech report", "\n".join(b for b in body if b))
+    out = root / "report.html"
+    atomic_write_text(out, page)
+    return out
+
+
+def _page(title: str, body: str) -> str:
+    return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{CSS}</style>{PAGE_ERROR_HOOK_JS}</head><body>{body}{PAGE_PROBE_JS}</body></html>")
+
+
+def build_compare(run_roots: list[Path], out: Path, n_boot: int = 1000) -> Path:
+    """One page with the findings of several runs side by side (one column per run)."""
+    from valuemech.errors import ValuemechError
+
+    runs = [Path(r) for r in run_roots]
+    for r in runs:
+        if not (r / "config.yaml").exists():
+            raise ValuemechError(f"{r} is not a run directory (no config.yaml)")
+    import yaml
+
+    names = [str(yaml.safe_load((r / "config.yaml").read_text())["model"]["name"]) for r in runs]
+    per_run = [[f.to_dict() for f in findings(r, n_boot)] for r in runs]
+    head = "".join(f"<th>{html.escape(n)}<br><span class='small'>{html.escape(str(r))}</span></th>"
+                   for n, r in zip(names, runs))
+    rows = []
+    for k, claim in enumerate(per_run[0]):
+        cells = "".join(f"<td>{_fmt_effect(fs[k])}<br><span class='verdict-{fs[k]['verdict'].replace(' ', '-')}'>"
+                        f"{fs[k]['verdict']}</span><br><span class='small'>{html.escape(fs[k]['detail'])}</span></td>"
+                        for fs in per_run)
+        rows.append(f"<tr><td><b>{claim['claim']}</b><br><span class='small'>{html.escape(claim['measure'])}</span>"
+                    f"<br><span class='small'>paper: {html.escape(claim['paper'])}</span></td>{cells}</tr>")
+    body = (f"<h1>valuemech: findings across {len(runs)} runs</h1><table><tr><th>claim</th>{head}</tr>"
+            + "".join(rows) + "</table><p class='small'>Each cell: effect [95% bootstrap CI] (n), verdict. "
+            "Per-run details: each run's report.html.</p>")
+    out = Path(out)
+    atomic_write_text(out, _page("valuemech compare", body))
+    return out
