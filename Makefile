@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/valuemech models pull smollm2-135m
 	$(VENV)/bin/valuemech run --preset quick --out $(RUN)
-	@echo "results in $(RUN)/ (config.yaml, responses.jsonl, labels.jsonl, vectors.safetensors, components.safetensors, decompose.json, neurons.json)"
+	@echo "results in $(RUN)/ (report.html, config.yaml, responses.jsonl, labels.jsonl, vectors.safetensors, components.safetensors, decompose.json, neurons.json)"
 
 # Debian's chromium, for the headless check of the HTML report (tests skip it when missing).
 # Installed only when absent; without root or apt it warns and the tests skip.

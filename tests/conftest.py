@@ -24,6 +24,23 @@ def tiny_any(request):
     return load_model(f"tiny-{request.param}")
 
 
+def make_source(lm, seed: int = 0):
+    """A SteeringSource of random intrinsic/prompted vectors for every value, decomposed (residual norm 10)."""
+    from valuemech.decompose import decompose
+    from valuemech.steering import SteeringSource
+    from valuemech.values import VALUES
+    from valuemech.vectors import ValueVectors
+
+    g = torch.Generator().manual_seed(seed)
+    vecs = {f"{c}.{v}": torch.randn(lm.n_layers, lm.hidden_size, generator=g)
+            for c in ("intrinsic", "prompted") for v in VALUES}
+    meta = {"n_layers": str(lm.n_layers), "hidden_size": str(lm.hidden_size), "model_id": lm.model_id,
+            "weights_sha256": lm.weights_sha256}
+    vv = ValueVectors(vecs, meta, torch.full((lm.n_layers,), 10.0))
+    comps, _ = decompose(vv)
+    return SteeringSource(vv, comps)
+
+
 def encode(lm, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-padded chat prompts for ``texts``."""
     from valuemech.generate import left_pad

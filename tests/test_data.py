@@ -50,7 +50,7 @@ def test_sharegpt_and_value_portrait_formats():
     ("this is plain text, not a query file", "not a query file"),
     ('{"id": 1, "body": "no text field"}\n', "no a text field"),
     ("[1, 2]", "list of objects"),
-    ('{"text": "ok"}\n{broken\n', "not valid JSON Lines"),
+    ('{"text": "ok"}\n{broken\n', "line 2 is not valid JSON"),
     ("", "not a query file"),
     ("[]", "empty"),
 ])

@@ -67,7 +67,7 @@ def test_logit_lens_entropy_equals_a_hand_computation(tiny_llama):
 def test_diversity_evaluate_alpha_zero_reproduces_the_baseline(tiny_llama):
     import json
 
-    from tests.test_neurons_steering import _source
+    from conftest import make_source as _source
     from valuemech.evals.common import EvalOptions
     from valuemech.evals.diversity import evaluate, markdown
 

@@ -130,7 +130,7 @@ def test_loader_errors(tmp_path, name, text, match):
 
 
 def test_evaluate_end_to_end_alpha_zero(tiny_llama, tmp_path):
-    from test_neurons_steering import _source
+    from conftest import make_source as _source
 
     path = tmp_path / "few.jsonl"
     rows = [("power", "benevolence"), ("universalism", "power"), ("benevolence", "hedonism"), ("security", "stimulation")]
@@ -167,7 +167,7 @@ def test_evaluate_end_to_end_alpha_zero(tiny_llama, tmp_path):
 
 
 def test_evaluate_rejects_values_without_dilemmas(tiny_llama, tmp_path):
-    from test_neurons_steering import _source
+    from conftest import make_source as _source
 
     path = tmp_path / "one.csv"
     path.write_text("dilemma,action_a,action_b,value_a,value_b\nS,x,y,power,security\n")

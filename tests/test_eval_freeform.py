@@ -26,7 +26,7 @@ def test_summary_is_ten_times_the_expressed_share():
 
 
 def test_evaluate_on_a_tiny_model(tiny_llama, tmp_path):
-    from tests.test_neurons_steering import _source
+    from conftest import make_source as _source
 
     (tmp_path / "config.yaml").write_text("preset: smoke\njudge: {name: random, options: {rate: 0.5}}\n")
     opts = EvalOptions(components=["prompted"], alpha=0.0, values=["power", "tradition"], limit=2,

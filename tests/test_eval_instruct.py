@@ -9,16 +9,12 @@ import sys
 from collections import Counter
 
 import pytest
-import torch
+from conftest import make_source
 
-from valuemech.decompose import decompose
 from valuemech.errors import ValuemechError
 from valuemech.evals import common, instruct
 from valuemech.evals.common import EvalOptions
 from valuemech.evals.instruct import PromptScore, check, instruction_level, load_prompts, prompt_level, score_prompt
-from valuemech.steering import SteeringSource
-from valuemech.values import VALUES
-from valuemech.vectors import ValueVectors
 
 
 def rec(ids, kwargs=None, prompt="Do the task."):
@@ -207,15 +203,7 @@ def test_check_rejects_unknown_ids():
         check(rec("detectable_format:haiku"), "x")
 
 
-def _source(lm, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    vecs = {f"{c}.{v}": torch.randn(lm.n_layers, lm.hidden_size, generator=g)
-            for c in ("intrinsic", "prompted") for v in VALUES}
-    meta = {"n_layers": str(lm.n_layers), "hidden_size": str(lm.hidden_size), "model_id": lm.model_id,
-            "weights_sha256": lm.weights_sha256}
-    vv = ValueVectors(vecs, meta, torch.full((lm.n_layers,), 10.0))
-    comps, _ = decompose(vv)
-    return SteeringSource(vv, comps)
+_source = make_source
 
 
 THREE = [

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from test_neurons_steering import _source
+from conftest import make_source as _source
 from valuemech.errors import ValuemechError
 from valuemech.evals import jailbreak
 from valuemech.evals.common import EvalOptions

@@ -83,7 +83,7 @@ def test_scores_equal_a_hand_computation_including_the_reversed_order(monkeypatc
 
 
 def test_evaluate_end_to_end_alpha_zero_changes_nothing(tiny_llama):
-    from tests.test_neurons_steering import _source
+    from conftest import make_source as _source
 
     opts = EvalOptions(components=["prompted", "shared"], alpha=0.0, values=["power", "benevolence"],
                        items=str(FIXTURE), progress=False, n_boot=20)

@@ -7,25 +7,16 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import make_source
 
 from valuemech.circumplex import circle, cosine_matrix, fit_circumplex, procrustes_r2
-from valuemech.decompose import decompose
 from valuemech.errors import ValuemechError
 from valuemech.neurons import classify_layer, counts_per_layer, find_value_neurons
-from valuemech.steering import SteeringSource, random_like, scaled, steer
+from valuemech.steering import random_like, scaled, steer
 from valuemech.values import VALUES
-from valuemech.vectors import ValueVectors
 
 
-def _source(lm, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    vecs = {f"{c}.{v}": torch.randn(lm.n_layers, lm.hidden_size, generator=g)
-            for c in ("intrinsic", "prompted") for v in VALUES}
-    meta = {"n_layers": str(lm.n_layers), "hidden_size": str(lm.hidden_size), "model_id": lm.model_id,
-            "weights_sha256": lm.weights_sha256}
-    vv = ValueVectors(vecs, meta, torch.full((lm.n_layers,), 10.0))
-    comps, _ = decompose(vv)
-    return SteeringSource(vv, comps)
+_source = make_source
 
 
 def test_neuron_along_u_shared_is_classified_shared():

@@ -72,6 +72,22 @@ def read_jsonl(path: Path) -> list[dict]:
     return out
 
 
+def parse_jsonl(text: str, where: str) -> list[dict]:
+    """Strictly parse JSON Lines given by a user: a bad line is a one-line error naming ``where`` and the line."""
+    out = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValuemechError(f"{where}: line {lineno} is not valid JSON ({exc.msg})") from None
+        if not isinstance(rec, dict):
+            raise ValuemechError(f"{where}: line {lineno} is not a JSON object")
+        out.append(rec)
+    return out
+
+
 def append_jsonl(path: Path, records: Iterable[dict]) -> None:
     """Append records as whole lines in one write, then fsync (a crash leaves at most one partial line)."""
     payload = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from valuemech.errors import ValuemechError
+from valuemech.io import parse_jsonl
 
 TEXT_FIELDS = ("text", "query", "prompt", "question", "instruction", "content")
 
@@ -111,18 +112,7 @@ def _parse_records(path: Path, raw: str) -> list[dict]:
             raise ValuemechError(f"{path}: expected a JSON list of objects")
         return data
     if stripped.startswith("{"):
-        records = []
-        for lineno, line in enumerate(raw.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValuemechError(f"{path}:{lineno}: not valid JSON Lines ({exc.msg})") from None
-            if not isinstance(rec, dict):
-                raise ValuemechError(f"{path}:{lineno}: expected a JSON object per line")
-            records.append(rec)
-        return records
+        return parse_jsonl(raw, str(path))
     raise ValuemechError(f"{path}: not a query file (expected JSON, JSON Lines or CSV with a header)")
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 from valuemech.errors import ValuemechError
+from valuemech.io import parse_jsonl
 from valuemech.evals.common import EvalOptions, build_conditions, summarise
 from valuemech.models.loading import LoadedModel
 from valuemech.scoring import answer_prompt, option_probabilities
@@ -101,25 +102,10 @@ def _parse_rows(rows: list[dict], where: str, unit: str) -> list[Dilemma]:
     return out
 
 
-def _jsonl_rows(raw: str, where: str) -> list[dict]:
-    rows = []
-    for i, line in enumerate(raw.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValuemechError(f"{where}: line {i} is not valid JSON ({exc.msg})") from None
-        if not isinstance(row, dict):
-            raise ValuemechError(f"{where}: line {i} is not a JSON object")
-        rows.append(row)
-    return rows
-
-
 def builtin_dilemmas() -> list[Dilemma]:
     """The built-in dilemmas (110, English)."""
     raw = resources.files("valuemech.data").joinpath("builtin/dilemmas.jsonl").read_text("utf-8")
-    return _parse_rows(_jsonl_rows(raw, "builtin/dilemmas.jsonl"), "builtin/dilemmas.jsonl", "line")
+    return _parse_rows(parse_jsonl(raw, "builtin/dilemmas.jsonl"), "builtin/dilemmas.jsonl", "line")
 
 
 def load_dilemmas(path: str | Path) -> list[Dilemma]:
@@ -136,7 +122,7 @@ def load_dilemmas(path: str | Path) -> list[Dilemma]:
         raise ValuemechError(f"{path}: empty file, no dilemmas")
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
-        return _parse_rows(_jsonl_rows(raw, str(path)), str(path), "line")
+        return _parse_rows(parse_jsonl(raw, str(path)), str(path), "line")
     if suffix == ".json":
         try:
             rows = json.loads(raw)

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from valuemech.errors import ValuemechError
+from valuemech.io import parse_jsonl
 from valuemech.evals import common
 from valuemech.evals.common import EvalOptions
 from valuemech.models.loading import LoadedModel
@@ -184,14 +185,7 @@ def _parse_lines(text: str, name: str) -> list[IFPrompt]:
             raise ValuemechError(f"{name}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
         out = [_parse_record(r, f"{name}: record {i}", i) for i, r in enumerate(rows, 1)]
     else:
-        for i, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                raw = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValuemechError(f"{name}: line {i} is not valid JSON ({exc.msg})") from None
-            out.append(_parse_record(raw, f"{name}: line {i}", i))
+        out = [_parse_record(raw, f"{name}: record {i}", i) for i, raw in enumerate(parse_jsonl(text, name), 1)]
     if not out:
         raise ValuemechError(f"{name}: no prompts")
     seen: set = set()

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Callable, ContextManager
 
 from valuemech.errors import ValuemechError
+from valuemech.io import parse_jsonl
 from valuemech.evals.common import (EvalOptions, baseline, check_components, chosen_settings, generate_texts,
                                     layer_alpha, summarise)
 from valuemech.models.loading import LoadedModel
@@ -119,13 +120,7 @@ def _read_rows(path: Path) -> list[dict]:
     except UnicodeDecodeError:
         raise ValuemechError(f"{path}: not UTF-8 text") from None
     if path.suffix.lower() == ".jsonl":
-        rows = []
-        for i, line in enumerate(raw.splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise ValuemechError(f"{path}: line {i} is not valid JSON ({exc.msg})") from None
+        rows = parse_jsonl(raw, str(path))
     elif path.suffix.lower() == ".json":
         try:
             rows = json.loads(raw)
