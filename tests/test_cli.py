@@ -186,11 +186,26 @@ def test_sweep_pvq_and_circumplex_commands(smoke_run):
     assert "pvq_forced.json" in r.stdout.replace("\n", "")
     forced = json.loads((out / "evals" / "pvq_forced.json").read_text())
     assert set(forced["rows"]) == {"shared", "random control"} and "power" in forced["rows"]["shared"]["en"]["per_value"]
+    r = invoke("eval", "pvq", "--run", out, "--langs", "en", "--values", "power", "--components", "shared",
+               "--alphas", "0,0.5", "--n-boot", "20", "--quiet")
+    assert r.exit_code == 0, r.output
+    grid = json.loads((out / "evals" / "pvq_alpha.json").read_text())
+    assert set(grid["rows"]) == {"shared@0", "shared@0.5", "random control@0", "random control@0.5"}
+    # α = 0 changes nothing (up to float noise: the baseline is scored in other batches, with other padding)
+    assert abs(grid["rows"]["shared@0"]["en"]["per_value"]["power"]["gain"]) < 1e-6
+    assert grid["settings"]["shared@0.5"]["component"] == "shared" and grid["settings"]["shared@0.5"]["alpha"] == 0.5
     r = invoke("eval", "circumplex", "--run", out, "--n-permutations", "50")
     assert r.exit_code == 0, r.output
     assert "r2" in json.loads((out / "evals" / "circumplex.json").read_text())["shared"]
     md = invoke("eval", "markdown", "--run", out)
     assert md.exit_code == 0 and "PVQ target-value gain" in md.stdout and "Circumplex" in md.stdout
+    assert "PVQ gain vs. α" in md.stdout
+    rep = invoke("report", str(out), "--n-boot", "50")
+    assert rep.exit_code == 0, rep.output
+    for fig in ("guard.png", "pvq_gains.png", "pvq_forced_gains.png", "pvq_alpha.png", "circumplex.png"):
+        assert (out / "figures" / fig).stat().st_size > 5000, fig
+    page = (out / "report.html").read_text()
+    assert "evals/pvq.json" not in page.split("Findings")[0]  # no longer listed as missing
     assert_one_line_error(invoke("sweep", "--run", out, "--components", "diagonal"), "unknown component 'diagonal'")
     assert_one_line_error(invoke("sweep", "--run", out, "--layers", "9"), "out of range")
     assert_one_line_error(invoke("eval", "pvq", "--run", out, "--langs", "de"), "no built-in PVQ items")

@@ -509,6 +509,8 @@ def eval_pvq(run_dir: Path = RunOpt,
              beta: float = typer.Option(3.0, help="Neuron-class scaling factor (0 skips neuron rows)."),
              control: bool = typer.Option(True, help="Add a same-norm random-direction control row."),
              fmt: str = typer.Option("likert", "--format", help="likert | forced (forced choice, for degenerate raters)."),
+             alphas: Optional[str] = typer.Option(None, help="α grid: one row per component and α (gain vs. α, the "
+                                                  "paper's Figures 4-5) -> RUN/evals/pvq_alpha.json; no neuron rows."),
              n_boot: int = typer.Option(1000, "--n-boot"),
              quiet: bool = QuietOpt) -> None:
     """PVQ target-value gain per component, neuron class and control, per language -> RUN/evals/pvq.json."""
@@ -530,13 +532,23 @@ def eval_pvq(run_dir: Path = RunOpt,
     items = load_items(items_file) if items_file else builtin_items([l.strip() for l in langs.split(",")])
     rd, _, lm, source = _run_model_source(run_dir)
     neurons = json.loads(rd.neurons_json.read_text()) if beta and rd.neurons_json.exists() else None
-    conditions, settings = build_conditions(lm, source, EvalOptions(components=comps, layer=layer, alpha=alpha,
-                                                                    beta=beta, control=control), rd.root, neurons)
+    if alphas:
+        conditions, settings = {}, {}
+        for a in _floats(alphas, "--alphas"):
+            conds, sets = build_conditions(lm, source, EvalOptions(components=comps, layer=layer, alpha=a, beta=0,
+                                                                   control=control), rd.root)
+            conditions.update({f"{k}@{a:g}": f for k, f in conds.items()})
+            settings.update({f"{k}@{a:g}": {**st, "component": k} for k, st in sets.items()})
+    else:
+        conditions, settings = build_conditions(lm, source, EvalOptions(components=comps, layer=layer, alpha=alpha,
+                                                                        beta=beta, control=control), rd.root, neurons)
     gains = pvq_gains if fmt == "likert" else forced_gains
     res = gains(lm, conditions, items, vals, n_boot=n_boot, progress=not quiet)
     res["settings"] = settings
     res["values"] = vals
     out_path = rd.root / "evals" / ("pvq.json" if fmt == "likert" else "pvq_forced.json")
+    if alphas:
+        out_path = out_path.with_name(out_path.stem + "_alpha.json")
     atomic_write_json(out_path, res)
     langs_found = [k for k in next(iter(res["rows"].values())) if k != "mean"]
     unit = "6-pt scale" if fmt == "likert" else "win probability"

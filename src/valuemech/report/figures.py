@@ -210,6 +210,19 @@ def jailbreak_curve(res: dict, path: Path) -> Path | None:
                        "jailbreak compliance vs. α (paper: 13.3% → 97.2% on Llama-3.1-8B)", base)
 
 
+def pvq_alpha_curves(pvq: dict, path: Path) -> Path | None:
+    """Target-value PVQ gain vs. α per component, mean over languages and values (Figures 4–5)."""
+    fam: dict[str, list] = {}
+    for name, row in pvq.get("rows", {}).items():
+        st = pvq.get("settings", {}).get(name, {})
+        if "component" in st and "alpha" in st:
+            fam.setdefault(st["component"], []).append((st["alpha"], row["mean"]["gain"], row["mean"]["gain_ci"]))
+    rows = [(k, [p[0] for p in sorted(v)], [p[1] for p in sorted(v)], [p[2] for p in sorted(v)])
+            for k, v in fam.items() if len(v) > 1]
+    return alpha_curve(rows, path, "target-value gain (mean over values)",
+                       "PVQ gain vs. α (paper: prompted > intrinsic)", 0.0)
+
+
 def findings_chart(found: list[dict], path: Path) -> Path | None:
     """Each headline claim's effect with its 95% interval (0 = no effect)."""
     rows = [f for f in found if f["effect"] is not None]

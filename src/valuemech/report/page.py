@@ -162,7 +162,7 @@ def build_report(run_root: Path, n_boot: int = 1000) -> Path:
     sw = _load(ev / "sweep.json")
     pvq = _load(ev / "pvq.json")
     pvqf = _load(ev / "pvq_forced.json")
-    if sw or pvq or pvqf:
+    if sw or pvq or pvqf or _load(ev / "pvq_alpha.json"):
         body.append("<h2>Steering (Figures 4–5) and the capability guard</h2>")
     if sw:
         body += [_img(figures.guard_curves(sw, figs / "guard.png"), root, "guard curves"), _md(tables.sweep_md(sw))]
@@ -171,6 +171,10 @@ def build_report(run_root: Path, n_boot: int = 1000) -> Path:
     if pvqf:
         body += [_img(figures.pvq_gains(pvqf, figs / "pvq_forced_gains.png", "forced-choice gain"), root, "forced"),
                  _md(tables.pvq_md(pvqf, forced=True))]
+    pvqa = _load(ev / "pvq_alpha.json")
+    if pvqa:
+        body += ["<h3>PVQ gain vs. α</h3>", _img(figures.pvq_alpha_curves(pvqa, figs / "pvq_alpha.png"), root, "alpha"),
+                 "<details><summary>table</summary>", _md(tables.pvq_md(pvqa)), "</details>"]
     from valuemech.evals.registry import EVALS, markdown as eval_md
 
     extra_figs = {"diversity": figures.diversity, "instruct": figures.instruct_curve, "jailbreak": figures.jailbreak_curve}

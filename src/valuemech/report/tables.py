@@ -90,9 +90,10 @@ def run_markdown(run_root: Path) -> str:
     parts = []
     if (ev / "sweep.json").exists():
         parts.append(sweep_md(load(ev / "sweep.json")))
-    for fname, forced in (("pvq.json", False), ("pvq_forced.json", True)):
+    for fname, forced in (("pvq.json", False), ("pvq_forced.json", True), ("pvq_alpha.json", False)):
         if (ev / fname).exists():
-            parts.append(pvq_md(load(ev / fname), forced))
+            parts.append(pvq_md(load(ev / fname), forced) if fname != "pvq_alpha.json"
+                         else "#### PVQ gain vs. α\n\n" + pvq_md(load(ev / fname)))
     if (root / "neurons.json").exists():
         parts.append(neurons_md(load(root / "neurons.json")))
     for name in EVALS:
