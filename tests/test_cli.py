@@ -209,6 +209,8 @@ def test_sweep_pvq_and_circumplex_commands(smoke_run):
     assert_one_line_error(invoke("sweep", "--run", out, "--components", "diagonal"), "unknown component 'diagonal'")
     assert_one_line_error(invoke("sweep", "--run", out, "--layers", "9"), "out of range")
     assert_one_line_error(invoke("eval", "pvq", "--run", out, "--langs", "de"), "no built-in PVQ items")
+    assert_one_line_error(invoke("eval", "pvq", "--run", out, "--langs", "en", "--values", "power", "--components",
+                                 "shared", "--beta", "0", "--no-control", "--out", "../x.json"), "--out must be a file name")
 
 
 def test_eval_command_and_markdown(smoke_run):

@@ -511,6 +511,8 @@ def eval_pvq(run_dir: Path = RunOpt,
              fmt: str = typer.Option("likert", "--format", help="likert | forced (forced choice, for degenerate raters)."),
              alphas: Optional[str] = typer.Option(None, help="α grid: one row per component and α (gain vs. α, the "
                                                   "paper's Figures 4-5) -> RUN/evals/pvq_alpha.json; no neuron rows."),
+             out: Optional[str] = typer.Option(None, help="File name under RUN/evals/ (default pvq.json, "
+                                               "pvq_forced.json or pvq_alpha.json), e.g. to split languages over runs."),
              n_boot: int = typer.Option(1000, "--n-boot"),
              quiet: bool = QuietOpt) -> None:
     """PVQ target-value gain per component, neuron class and control, per language -> RUN/evals/pvq.json."""
@@ -549,6 +551,10 @@ def eval_pvq(run_dir: Path = RunOpt,
     out_path = rd.root / "evals" / ("pvq.json" if fmt == "likert" else "pvq_forced.json")
     if alphas:
         out_path = out_path.with_name(out_path.stem + "_alpha.json")
+    if out:
+        if "/" in out or not out.endswith(".json"):
+            raise ValuemechError(f"--out must be a file name ending in .json, not {out!r}")
+        out_path = out_path.with_name(out)
     atomic_write_json(out_path, res)
     langs_found = [k for k in next(iter(res["rows"].values())) if k != "mean"]
     unit = "6-pt scale" if fmt == "likert" else "win probability"
