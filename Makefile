@@ -6,7 +6,7 @@ STAMP := $(VENV)/.valuemech-installed
 RUN ?= runs/quick-smollm2-135m
 export HF_HUB_OFFLINE := 1
 
-.PHONY: demo test env browser clean
+.PHONY: demo test env browser bench-env clean
 
 env: $(STAMP)
 
@@ -31,6 +31,11 @@ browser:
 
 test: $(STAMP) browser
 	$(PY) -m pytest
+
+# Peers of the benchmarks in bench/ (the `bench` extra). steering-vectors pins transformers<5,
+# so it goes in with --no-deps; its own needs (torch, transformers, scikit-learn) are met.
+bench-env: $(STAMP)
+	$(PY) -m pip install --no-deps steering-vectors==0.12.2 && $(PY) -m pip install scikit-learn pyinstrument
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

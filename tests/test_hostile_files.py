@@ -55,9 +55,9 @@ def assert_clean(call: Callable[[Path], object], path: Path) -> None:
 # Strategies: almost-valid records, serialised per format, then mangled
 # --------------------------------------------------------------------------------------------------
 
-HUGE = "HUGEINT"  # replaced by a 5000-digit integer after serialisation (beyond Python's int limit)
-TEXT = st.text(max_size=30)
-SCALAR = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), TEXT, st.just(HUGE),
+HUGE = "9" * 5000  # an integer beyond Python's int-from-string digit limit (a ValueError, not a JSONDecodeError)
+TEXT = st.text(min_size=1, max_size=30)
+SCALAR = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), TEXT,
                    st.sampled_from([float("nan"), float("inf"), -float("inf"), 10 ** 30, -1, 0, ""]))
 JSON = st.recursive(SCALAR, lambda c: st.lists(c, max_size=4) | st.dictionaries(TEXT, c, max_size=4), max_leaves=10)
 VALUE_NAME = st.sampled_from(list(VALUES) + ["Self-Direction", "self direction", "POWER", " benevolence ", "kindness",
@@ -66,13 +66,22 @@ VALUE_NAME = st.sampled_from(list(VALUES) + ["Self-Direction", "self direction",
 
 def field(good: st.SearchStrategy) -> st.SearchStrategy:
     """A field's content: usually a plausible value, sometimes any JSON value."""
-    return st.one_of(good, good, JSON)
+    return st.one_of(good, good, good, JSON)
 
 
-def record(fields: dict[str, st.SearchStrategy]) -> st.SearchStrategy[dict]:
-    """Objects with any subset of ``fields`` (plausible or junk values) and sometimes unknown keys."""
-    known = st.fixed_dictionaries({}, optional={k: field(v) for k, v in fields.items()})
-    return st.tuples(known, st.dictionaries(TEXT, JSON, max_size=2)).map(lambda kv: {**kv[1], **kv[0]})
+@st.composite
+def record(draw, fields: dict[str, st.SearchStrategy], junk_keys: bool = True) -> dict:
+    """An object where each of ``fields`` is usually present and plausible, sometimes missing or junk,
+    and which sometimes has unknown keys."""
+    out = {}
+    if junk_keys and draw(st.integers(0, 3)) == 0:
+        out.update(draw(st.dictionaries(TEXT, JSON, min_size=1, max_size=2)))
+    for key, good in fields.items():
+        roll = draw(st.integers(0, 9))
+        if roll == 0:
+            continue  # missing
+        out[key] = draw(JSON) if roll == 1 else draw(good)
+    return out
 
 
 def document(rec: st.SearchStrategy) -> st.SearchStrategy:
@@ -97,9 +106,11 @@ def serialised(draw, doc: st.SearchStrategy, suffix: str, columns: list[str]) ->
         lines = [json.dumps(x) for x in items] + draw(st.lists(TEXT, max_size=1))
         return "\n".join(draw(st.permutations(lines)))
     if fmt == "yaml":
-        return yaml.safe_dump(obj) if draw(st.booleans()) else draw(st.text(max_size=80))
+        return draw(st.text(max_size=80)) if draw(st.integers(0, 4)) == 0 else yaml.safe_dump(obj)
     rows = obj if isinstance(obj, list) else [obj]
-    header = draw(st.lists(st.sampled_from(columns) | TEXT, max_size=len(columns) + 1, unique=True))
+    header = list(draw(st.permutations(columns)))
+    if draw(st.integers(0, 2)) == 0:  # columns missing or extra
+        header = draw(st.lists(st.sampled_from(columns) | TEXT, max_size=len(columns) + 1, unique=True))
     out = io.StringIO()
     writer = csv.writer(out)
     if header or draw(st.booleans()):
@@ -118,9 +129,11 @@ def serialised(draw, doc: st.SearchStrategy, suffix: str, columns: list[str]) ->
 @st.composite
 def mangled(draw, text: st.SearchStrategy) -> bytes:
     """Bytes of ``text``, often damaged: truncated, BOM, UTF-16, invalid UTF-8, NUL, huge integers, empty."""
-    s = draw(text).replace(f'"{HUGE}"', "9" * 5000).replace(HUGE, "9" * 5000)
+    s = draw(text)
+    how = draw(st.sampled_from(["as_is"] * 6 + ["truncate", "bom", "utf16", "invalid", "nul", "huge", "empty"]))
+    if how == "huge":  # the first number, null or string becomes a 5000-digit integer
+        s = re.sub(r'-?\d+(\.\d+)?|\bnull\b|"[^"\\]*"', HUGE, s, count=1)
     data = s.encode("utf-8")
-    how = draw(st.sampled_from(["as_is", "as_is", "truncate", "bom", "utf16", "invalid", "nul", "empty"]))
     if how == "truncate":
         return data[: draw(st.integers(0, max(len(data) - 1, 0)))]
     if how == "bom":
@@ -139,8 +152,7 @@ def mangled(draw, text: st.SearchStrategy) -> bytes:
 
 
 def hostile(doc: st.SearchStrategy, suffix: str, columns: list[str]) -> st.SearchStrategy[bytes]:
-    return st.one_of(mangled(serialised(doc, suffix, columns)), mangled(serialised(doc, suffix, columns)),
-                     st.binary(max_size=200))
+    return st.one_of(*[mangled(serialised(doc, suffix, columns))] * 6, st.binary(max_size=200))
 
 
 # Plausible field values per format ----------------------------------------------------------------
@@ -169,7 +181,8 @@ IF_KWARGS = st.dictionaries(st.sampled_from(["num_words", "relation", "num_bulle
                                       st.lists(TEXT, max_size=2), JSON), max_size=3)
 IFEVAL = {"key": st.integers() | TEXT, "prompt": TEXT, "instruction_id_list": st.lists(st.sampled_from(IF_IDS), max_size=3),
           "kwargs": st.lists(IF_KWARGS, max_size=3)}
-MMLU_ROW = st.lists(TEXT | st.sampled_from(["A", "b", " C ", "D", "E", "1"]), min_size=0, max_size=8)
+MMLU_ROW = st.one_of(st.tuples(TEXT, TEXT, TEXT, TEXT, TEXT, st.sampled_from(["A", "b", " C ", "D", "E", "1", ""]))
+                     .map(list), st.lists(TEXT, max_size=8))
 TEMPLATES = st.dictionaries(VALUE_NAME | TEXT, field(st.lists(TEXT, max_size=3)), max_size=11)
 
 
@@ -178,15 +191,26 @@ def _config_doc() -> st.SearchStrategy:
 
     from valuemech.config import RunConfig
 
+    def like(default) -> st.SearchStrategy:  # the default, or another value of its type
+        kind = {bool: st.booleans(), int: st.integers(-2, 50), float: st.floats(), str: TEXT,
+                list: st.lists(VALUE_NAME, max_size=3), dict: st.dictionaries(TEXT, JSON, max_size=2)}
+        return st.just(default) | kind.get(type(default), st.none() | st.integers(0, 4) | TEXT)
+
     sections = {}
     for f in fields(RunConfig):
         default = getattr(RunConfig(), f.name)
         if hasattr(default, "__dataclass_fields__"):
-            sections[f.name] = record({k.name: JSON for k in fields(default)})
+            sections[f.name] = record({k.name: like(getattr(default, k.name)) for k in fields(default)
+                                       if draw_field(k.name)}, junk_keys=False)
         else:
-            sections[f.name] = JSON
-    sections["preset"] = st.sampled_from(["smoke", "quick", "paper", "nope"]) | JSON
+            sections[f.name] = like(default)
+    sections["preset"] = st.sampled_from(["smoke", "quick", "paper", "nope"])
     return record(sections)
+
+
+def draw_field(name: str) -> bool:
+    """Config fields left out of the fuzzed documents (their values would be used for real: a model name)."""
+    return name not in ("name",)
 
 
 def _mmlu_doc() -> st.SearchStrategy[str]:

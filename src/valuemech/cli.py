@@ -526,6 +526,8 @@ def eval_pvq(run_dir: Path = RunOpt,
 
     if fmt not in ("likert", "forced"):
         raise ValuemechError(f"--format must be likert or forced, not {fmt!r}")
+    if out is not None and ("/" in out or "\\" in out or not out.endswith(".json")):
+        raise ValuemechError(f"--out must be a file name ending in .json, not {out!r}")
     comps = [c.strip() for c in components.split(",") if c.strip()]
     bad = [c for c in comps if c not in COMPONENTS or c == "mean_delta"]
     if bad:
@@ -552,8 +554,6 @@ def eval_pvq(run_dir: Path = RunOpt,
     if alphas:
         out_path = out_path.with_name(out_path.stem + "_alpha.json")
     if out:
-        if "/" in out or not out.endswith(".json"):
-            raise ValuemechError(f"--out must be a file name ending in .json, not {out!r}")
         out_path = out_path.with_name(out)
     atomic_write_json(out_path, res)
     langs_found = [k for k in next(iter(res["rows"].values())) if k != "mean"]

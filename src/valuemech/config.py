@@ -158,26 +158,66 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+def _split(text: str, sep: str) -> list[str]:
+    """Split ``text`` at ``sep`` outside brackets."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        depth += (ch == "[") - (ch == "]")
+        if ch == sep and depth == 0:
+            parts.append(text[start:i].strip())
+            start = i + 1
+    return parts + [text[start:].strip()]
+
+
+def matches_type(value: Any, annotation: str) -> bool:
+    """Whether ``value`` (parsed YAML/JSON) fits a field annotation such as ``int | None`` or ``list[str]``."""
+    for alt in _split(annotation, "|"):
+        base, _, args = alt.partition("[")
+        args = args[:-1]
+        if base == "Any" or (base == "None" and value is None) or (base == "bool" and isinstance(value, bool)) \
+                or (base == "str" and isinstance(value, str)):
+            return True
+        if isinstance(value, bool):
+            continue  # YAML true/false is not a number
+        if (base == "int" and isinstance(value, int)) or (base == "float" and isinstance(value, (int, float))):
+            return True
+        if base == "list" and isinstance(value, list) and all(matches_type(v, args or "Any") for v in value):
+            return True
+        if base == "dict" and isinstance(value, dict):
+            key_t, val_t = _split(args, ",") if args else ("Any", "Any")
+            if all(matches_type(k, key_t) and matches_type(v, val_t) for k, v in value.items()):
+                return True
+    return False
+
+
 def _merge(base: Any, updates: dict[str, Any], where: str) -> Any:
-    """Return a copy of dataclass ``base`` with ``updates`` applied; unknown keys are errors."""
+    """Return a copy of dataclass ``base`` with ``updates`` applied; unknown keys and wrong types are errors."""
     names = {f.name: f for f in dataclasses.fields(base)}
     kwargs = {}
     for key, value in updates.items():
         if key not in names:
-            raise ValuemechError(f"unknown config key {where}{key!r}; known: {', '.join(names)}")
+            raise ValuemechError(f"unknown config key {where}{key!r}; known: {', '.join(map(str, names))}")
         current = getattr(base, key)
         if dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
                 raise ValuemechError(f"config key {where}{key} must be a mapping")
             value = _merge(current, value, f"{where}{key}.")
+        elif not matches_type(value, str(names[key].type)):
+            raise ValuemechError(f"config key {where}{key} must be {names[key].type}, not {type(value).__name__} "
+                                 f"{_short(value)}")
         kwargs[key] = value
     return dataclasses.replace(base, **kwargs)
 
 
+def _short(value: Any) -> str:
+    text = " ".join(repr(value).split())
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def make_config(preset: str = "quick", overrides: dict[str, Any] | None = None) -> RunConfig:
     """Build a config from a preset plus nested overrides (``{"model": {"name": ...}}``)."""
-    if preset not in PRESETS:
-        raise ValuemechError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+    if not isinstance(preset, str) or preset not in PRESETS:
+        raise ValuemechError(f"unknown preset {_short(preset)}; choose from {', '.join(PRESETS)}")
     cfg = _merge(RunConfig(preset=preset), PRESETS[preset], "")
     if overrides:
         cfg = _merge(cfg, overrides, "")
@@ -224,9 +264,13 @@ def validate(cfg: RunConfig) -> None:
 def load_config(path: Path) -> RunConfig:
     """Read a ``config.yaml`` (a run's, or a user's file based on a preset)."""
     path = Path(path)
+    if not path.is_file():
+        raise ValuemechError(f"config file {path} does not exist")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
+    except UnicodeDecodeError:
+        raise ValuemechError(f"{path}: not UTF-8 text") from None
+    except (OSError, ValueError, yaml.YAMLError) as exc:  # ValueError: an integer beyond Python's digit limit
         raise ValuemechError(f"{path}: cannot read config ({exc.__class__.__name__})") from None
     if not isinstance(raw, dict):
         raise ValuemechError(f"{path}: config must be a YAML mapping")

@@ -64,12 +64,27 @@ def read_jsonl(path: Path) -> list[dict]:
                 continue
             try:
                 rec = json.loads(raw)
-            except json.JSONDecodeError as exc:
-                raise ValuemechError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
+            except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, integers beyond Python's digit limit
+                raise ValuemechError(f"{path}:{lineno}: not valid JSON ({_why(exc)})") from None
             if not isinstance(rec, dict):
                 raise ValuemechError(f"{path}:{lineno}: expected a JSON object")
             out.append(rec)
     return out
+
+
+def _why(exc: ValueError) -> str:
+    """The reason of a JSON parse failure, in one line."""
+    if isinstance(exc, json.JSONDecodeError):
+        return f"{exc.msg} at line {exc.lineno} column {exc.colno}" if exc.lineno > 1 else exc.msg
+    return " ".join(str(exc).split())[:200]
+
+
+def parse_json(text: str, where: str) -> Any:
+    """Parse a user's JSON document; any failure is a one-line error naming ``where``."""
+    try:
+        return json.loads(text)
+    except ValueError as exc:  # JSONDecodeError, or an integer beyond Python's digit limit
+        raise ValuemechError(f"{where}: not valid JSON ({_why(exc)})") from None
 
 
 def parse_jsonl(text: str, where: str) -> list[dict]:
@@ -80,8 +95,8 @@ def parse_jsonl(text: str, where: str) -> list[dict]:
             continue
         try:
             rec = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValuemechError(f"{where}: line {lineno} is not valid JSON ({exc.msg})") from None
+        except ValueError as exc:
+            raise ValuemechError(f"{where}: line {lineno} is not valid JSON ({_why(exc)})") from None
         if not isinstance(rec, dict):
             raise ValuemechError(f"{where}: line {lineno} is not a JSON object")
         out.append(rec)

@@ -58,6 +58,8 @@ def _squash(name: str) -> str:
 
 def canonical_value(name: str) -> str:
     """Map a value id or a common spelling ("Self-Direction", "self direction") to its id."""
+    if not isinstance(name, str):
+        raise ValuemechError(f"a value name must be a string, not {type(name).__name__}")
     key = _squash(name)
     for value in VALUES:
         if _squash(value) == key:
@@ -75,6 +77,8 @@ def parse_values(names: str | list[str] | None) -> list[str]:
         if names.strip().lower() == "all":
             return list(VALUES)
         names = [n for n in names.split(",") if n.strip()]
+    if not isinstance(names, (list, tuple)):
+        raise ValuemechError(f"values must be a list or a comma list of value names, not {type(names).__name__}")
     out = [canonical_value(n) for n in names]
     if not out:
         raise ValuemechError("empty value list")

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from valuemech.errors import ValuemechError
-from valuemech.io import parse_jsonl
+from valuemech.io import parse_json, parse_jsonl
 
 TEXT_FIELDS = ("text", "query", "prompt", "question", "instruction", "content")
 
@@ -104,11 +104,8 @@ def _parse_records(path: Path, raw: str) -> list[dict]:
             raise ValuemechError(f"{path}: CSV has no header row")
         return rows
     if stripped.startswith("["):
-        try:
-            data = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise ValuemechError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-        if not all(isinstance(r, dict) for r in data):
+        data = parse_json(raw, str(path))
+        if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
             raise ValuemechError(f"{path}: expected a JSON list of objects")
         return data
     if stripped.startswith("{"):

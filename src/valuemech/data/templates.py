@@ -7,6 +7,7 @@ from importlib import resources
 from pathlib import Path
 
 from valuemech.errors import ValuemechError
+from valuemech.io import parse_json
 from valuemech.values import VALUES, canonical_value
 
 
@@ -15,7 +16,10 @@ def _check(templates: dict, where: str) -> dict[str, list[str]]:
         raise ValuemechError(f"{where}: expected a JSON object mapping value ids to lists of templates")
     out: dict[str, list[str]] = {}
     for key, items in templates.items():
-        value = canonical_value(key)
+        try:
+            value = canonical_value(key)
+        except ValuemechError as exc:
+            raise ValuemechError(f"{where}: {exc}") from None
         if not isinstance(items, list) or not items or not all(isinstance(t, str) and t.strip() for t in items):
             raise ValuemechError(f"{where}: templates for {key!r} must be a non-empty list of strings")
         out[value] = list(items)
@@ -34,14 +38,15 @@ def load_templates(source: str = "builtin", values: list[str] | None = None) -> 
         templates = builtin_templates()
     else:
         path = Path(source)
+        if not path.is_file():
+            raise ValuemechError(f"template file {path} does not exist")
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ValuemechError(f"template file {path} does not exist") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ValuemechError(f"{path}: not valid JSON ({exc})") from None
-        templates = _check(data, str(path))
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise ValuemechError(f"{path}: not UTF-8 text") from None
+        templates = _check(parse_json(text, str(path)), str(path))
     missing = [v for v in (values or VALUES) if v not in templates]
     if missing:
-        raise ValuemechError(f"no system-prompt templates for: {', '.join(missing)}")
+        where = "" if source == "builtin" else f"{source}: "
+        raise ValuemechError(f"{where}no system-prompt templates for: {', '.join(missing)}")
     return templates

@@ -49,12 +49,17 @@ def load_mmlu_csv(path: str | Path) -> list[MCItem]:
     if not path.is_file():
         raise ValuemechError(f"MMLU file {path} does not exist")
     items = []
-    with open(path, newline="", encoding="utf-8") as fh:
-        for i, row in enumerate(csv.reader(fh), 1):
-            if len(row) != 6 or row[5].strip().upper() not in LETTERS:
-                raise ValuemechError(f"{path}: row {i} is not question,A,B,C,D,answer-letter")
-            items.append(MCItem(f"{path.stem}-{i}", row[0], tuple(row[1:5]), LETTERS.index(row[5].strip().upper()),
-                                path.stem))
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            for i, row in enumerate(csv.reader(fh), 1):
+                if len(row) != 6 or row[5].strip().upper() not in LETTERS:
+                    raise ValuemechError(f"{path}: row {i} is not question,A,B,C,D,answer-letter")
+                items.append(MCItem(f"{path.stem}-{i}", row[0], tuple(row[1:5]),
+                                    LETTERS.index(row[5].strip().upper()), path.stem))
+    except UnicodeDecodeError:
+        raise ValuemechError(f"{path}: not UTF-8 text") from None
+    except csv.Error as exc:
+        raise ValuemechError(f"{path}: not a valid CSV ({exc})") from None
     if not items:
         raise ValuemechError(f"{path}: no items")
     return items

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from dataclasses import dataclass
 from importlib import resources
@@ -30,7 +29,7 @@ from pathlib import Path
 import torch
 
 from valuemech.errors import ValuemechError
-from valuemech.io import parse_jsonl
+from valuemech.io import parse_json, parse_jsonl
 from valuemech.evals.common import EvalOptions, build_conditions, summarise
 from valuemech.models.loading import LoadedModel
 from valuemech.scoring import answer_prompt, option_probabilities
@@ -124,10 +123,7 @@ def load_dilemmas(path: str | Path) -> list[Dilemma]:
     if suffix == ".jsonl":
         return _parse_rows(parse_jsonl(raw, str(path)), str(path), "line")
     if suffix == ".json":
-        try:
-            rows = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise ValuemechError(f"{path}: not valid JSON ({exc.msg})") from None
+        rows = parse_json(raw, str(path))
         if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
             raise ValuemechError(f"{path}: expected a JSON list of objects")
         return _parse_rows(rows, str(path), "item")

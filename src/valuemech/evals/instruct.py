@@ -24,7 +24,6 @@ the checkers are imported.
 
 from __future__ import annotations
 
-import json
 import shutil
 import statistics
 import tempfile
@@ -35,7 +34,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from valuemech.errors import ValuemechError
-from valuemech.io import parse_jsonl
+from valuemech.io import parse_json, parse_jsonl
 from valuemech.evals import common
 from valuemech.evals.common import EvalOptions
 from valuemech.models.loading import LoadedModel
@@ -179,10 +178,7 @@ def _parse_record(raw: Any, where: str, default_key: int) -> IFPrompt:
 def _parse_lines(text: str, name: str) -> list[IFPrompt]:
     out: list[IFPrompt] = []
     if text.lstrip().startswith("["):  # a JSON list of records
-        try:
-            rows = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ValuemechError(f"{name}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+        rows = parse_json(text, name)
         out = [_parse_record(r, f"{name}: record {i}", i) for i, r in enumerate(rows, 1)]
     else:
         out = [_parse_record(raw, f"{name}: record {i}", i) for i, raw in enumerate(parse_jsonl(text, name), 1)]

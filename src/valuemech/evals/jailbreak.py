@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Callable, ContextManager
 
 from valuemech.errors import ValuemechError
-from valuemech.io import parse_jsonl
+from valuemech.io import parse_json, parse_jsonl
 from valuemech.evals.common import (EvalOptions, baseline, check_components, chosen_settings, generate_texts,
                                     layer_alpha, summarise)
 from valuemech.models.loading import LoadedModel
@@ -122,10 +122,7 @@ def _read_rows(path: Path) -> list[dict]:
     if path.suffix.lower() == ".jsonl":
         rows = parse_jsonl(raw, str(path))
     elif path.suffix.lower() == ".json":
-        try:
-            rows = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise ValuemechError(f"{path}: not valid JSON ({exc.msg})") from None
+        rows = parse_json(raw, str(path))
         if not isinstance(rows, list):
             raise ValuemechError(f"{path}: expected a JSON list of objects")
     else:

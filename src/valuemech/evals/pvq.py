@@ -28,6 +28,7 @@ import torch
 
 from valuemech.errors import ValuemechError
 from valuemech.evals.common import bootstrap_mean
+from valuemech.io import parse_json
 from valuemech.models.loading import LoadedModel
 from valuemech.scoring import answer_prompt, option_probabilities
 from valuemech.values import VALUES, canonical_value
@@ -92,14 +93,17 @@ def load_items(path: str | Path, lang: str = "en") -> list[PVQItem]:
     path = Path(path)
     if not path.is_file():
         raise ValuemechError(f"PVQ file {path} does not exist")
-    raw = path.read_text(encoding="utf-8")
+    try:
+        raw = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise ValuemechError(f"{path}: not UTF-8 text") from None
     if path.suffix.lower() == ".csv":
-        rows = list(csv.DictReader(io.StringIO(raw)))
-    else:
         try:
-            rows = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise ValuemechError(f"{path}: not valid JSON ({exc.msg})") from None
+            rows = list(csv.DictReader(io.StringIO(raw)))
+        except csv.Error as exc:
+            raise ValuemechError(f"{path}: not a valid CSV ({exc})") from None
+    else:
+        rows = parse_json(raw, str(path))
         if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
             raise ValuemechError(f"{path}: expected a JSON list of objects")
     items = []

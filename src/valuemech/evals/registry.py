@@ -42,15 +42,20 @@ def get_eval(name: str) -> ModuleType:
 
 def make_options(raw: dict | None) -> EvalOptions:
     """EvalOptions from a mapping (config or CLI), naming any unknown key."""
+    from valuemech.config import matches_type
+
     raw = dict(raw or {})
-    names = {f.name for f in dataclasses.fields(EvalOptions)}
-    bad = sorted(set(raw) - names)
+    types = {f.name: str(f.type) for f in dataclasses.fields(EvalOptions)}
+    bad = sorted(map(str, set(raw) - set(types)))
     if bad:
-        raise ValuemechError(f"unknown evaluation option {bad[0]!r}; known: {', '.join(sorted(names))}")
+        raise ValuemechError(f"unknown evaluation option {bad[0]!r}; known: {', '.join(sorted(types))}")
     if raw.get("values") is not None:
         from valuemech.values import parse_values
 
         raw["values"] = parse_values(raw["values"])
+    for key, value in raw.items():
+        if not matches_type(value, types[key]):
+            raise ValuemechError(f"evaluation option {key} must be {types[key]}, not {type(value).__name__}")
     return EvalOptions(**raw)
 
 

@@ -23,6 +23,7 @@ import torch
 
 from valuemech.errors import ValuemechError
 from valuemech.evals.common import EvalOptions, baseline, bootstrap_mean, build_conditions
+from valuemech.io import parse_json
 from valuemech.models.loading import LoadedModel
 from valuemech.scoring import answer_prompt, option_probabilities
 from valuemech.values import VALUES, canonical_value
@@ -55,9 +56,10 @@ def load_value_portrait(path: str | Path) -> list[PortraitResponse]:
     if not path.is_file():
         raise ValuemechError(f"Value Portrait file {path} does not exist")
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise _fail(path, f"not valid JSON ({getattr(exc, 'msg', exc.__class__.__name__)})") from None
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise _fail(path, "not UTF-8 text") from None
+    raw = parse_json(text, str(path))
     return parse_value_portrait(raw, path)
 
 
