@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from valuemech import generate as gen
 from valuemech.config import GenerationConfig
@@ -99,3 +100,43 @@ def test_records_follow_the_run_directory_contract(tiny_llama, tmp_path):
             assert r["prompted_value"] in VALUES
             assert r["prompt_token_ids"] == tiny_llama.prompt_ids(r["query"], r["system_prompt"])
         assert tiny_llama.tokenizer.decode(r["response_token_ids"], skip_special_tokens=True) == r["response"]
+
+
+def test_temperature_top_p_matches_transformers_warpers():
+    from transformers import TemperatureLogitsWarper, TopPLogitsWarper
+
+    g = torch.Generator().manual_seed(0)
+    ids = torch.zeros(6, 1, dtype=torch.long)
+    for temperature, top_p in ((0.7, 0.9), (1.0, 0.5), (1.3, 0.99), (0.7, 1.0)):
+        for trial in range(20):
+            scores = torch.randn(6, 500, generator=g) * (1 + trial % 4)
+            scores[0, :3] = scores[0, 3]  # ties, some of them across the cut
+            scores[1, 10:] = scores[1, 5]
+            scores[2, :50] = -float("inf")
+            scores[3] = 0.0
+            ref = TemperatureLogitsWarper(temperature)(ids, scores.clone()) if temperature != 1.0 else scores.clone()
+            if top_p < 1.0:
+                ref = TopPLogitsWarper(top_p)(ids, ref)
+            proc = gen.TemperatureTopP(temperature, top_p)
+            assert torch.equal(proc(ids, scores.clone()), ref)  # the batch (a tie: transformers' own)
+            for i in range(6):  # row by row: rows 4 and 5 (no ties) take the fast path
+                deferred = []
+                if proc.reference is not None:
+                    real = TopPLogitsWarper(top_p)
+                    proc.reference = lambda a, b: deferred.append(1) or real(a, b)
+                assert torch.equal(proc(ids[i:i + 1], scores[i:i + 1].clone()), ref[i:i + 1])
+                if i >= 4:
+                    assert not deferred
+
+
+def test_sample_batch_matches_plain_generate(tiny_llama):
+    lm = tiny_llama
+    cfg = GenerationConfig(max_new_tokens=12, temperature=0.7, top_p=0.9)
+    prompts = [lm.prompt_ids(q.text, None) for q in QUERIES[:4]]
+    ids, mask = gen.left_pad(prompts, lm.tokenizer.pad_token_id)
+    torch.manual_seed(5)
+    out = lm.model.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=0.7, top_p=0.9,
+                            top_k=0, max_new_tokens=12, pad_token_id=lm.tokenizer.pad_token_id,
+                            eos_token_id=lm.eos_ids)
+    plain = [gen.cut_at_eos(row, lm.eos_ids) for row in out[:, ids.shape[1]:].tolist()]
+    assert gen.sample_batch(lm, prompts, cfg, 5) == plain

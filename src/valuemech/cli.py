@@ -10,6 +10,7 @@ from typing import Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from valuemech.errors import ValuemechError
@@ -50,7 +51,7 @@ def friendly(fn):
         try:
             return fn(*args, **kwargs)
         except ValuemechError as exc:
-            err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err.print("interrupted; rerun the same command to resume")
@@ -516,10 +517,10 @@ def eval_pvq(run_dir: Path = RunOpt,
              n_boot: int = typer.Option(1000, "--n-boot"),
              quiet: bool = QuietOpt) -> None:
     """PVQ target-value gain per component, neuron class and control, per language -> RUN/evals/pvq.json."""
-    import json
 
     from valuemech.evals.common import EvalOptions, build_conditions
     from valuemech.evals.pvq import builtin_items, forced_gains, load_items, pvq_gains
+    from valuemech.neurons import load_neurons
     from valuemech.io import atomic_write_json
     from valuemech.steering import COMPONENTS
     from valuemech.values import parse_values
@@ -535,7 +536,7 @@ def eval_pvq(run_dir: Path = RunOpt,
     vals = parse_values(values)
     items = load_items(items_file) if items_file else builtin_items([l.strip() for l in langs.split(",")])
     rd, _, lm, source = _run_model_source(run_dir)
-    neurons = json.loads(rd.neurons_json.read_text()) if beta and rd.neurons_json.exists() else None
+    neurons = load_neurons(rd.neurons_json) if beta and rd.neurons_json.exists() else None
     if alphas:
         conditions, settings = {}, {}
         for a in _floats(alphas, "--alphas"):

@@ -43,7 +43,7 @@ class GenerationConfig:
     intrinsic_samples: int = 3  # samples per query without a value instruction
     prompted_samples: int = 1  # samples per query (random mode) or per query x value (all mode)
     prompted_mode: str = "random"  # "random": value drawn per (query, sample); "all": every value
-    values: list[str] | None = None  # restrict prompted values (None = all 10)
+    values: list[str] | str | None = None  # restrict prompted values (None = all 10; or a comma list)
     max_new_tokens: int = 96
     temperature: float = 0.7
     top_p: float = 0.9
@@ -132,18 +132,20 @@ PRESETS: dict[str, dict[str, Any]] = {
                        "batch_size": 32},
         "judge": {"name": "lexicon"},
         "extract": {"batch_size": 16, "min_group": 5},
-        # `--evals all` runs these (sized for ~1 hour on one CPU thread; docs/results-smollm2.md).
+        # `--evals all` runs these (sized for about an hour on one CPU thread; docs/results-smollm2.md).
         "evaluate": {"evals": [],
-                     "options": {"components": ["intrinsic", "prompted", "intrinsic_orth", "prompted_orth", "shared"],
+                     "options": {"components": ["intrinsic", "prompted", "intrinsic_orth", "prompted_orth"],
                                  "alpha": 0.2, "alphas": [0.1, 0.2], "max_new_tokens": 64},
                      "per_eval": {"value_portrait": {"limit": 8, "values": ["self_direction", "hedonism", "power",
-                                                                            "security", "benevolence"]},
-                                  "freeform": {"limit": 3},
-                                  "diversity": {"limit": 12, "samples": 2, "values": ["power", "security", "benevolence"],
-                                                "components": ["intrinsic", "prompted", "intrinsic_orth", "prompted_orth"]},
-                                  "instruct": {"limit": 40, "max_new_tokens": 80},
-                                  "jailbreak": {"limit": 40, "temperature": 0.0, "max_new_tokens": 48,
-                                                "values": ["power", "security", "benevolence"]}}},
+                                                                            "security", "benevolence"],
+                                                     "components": ["intrinsic", "prompted", "intrinsic_orth",
+                                                                    "prompted_orth", "shared"]},
+                                  "dilemmas": {"limit": 8},
+                                  "freeform": {"limit": 2},
+                                  "diversity": {"limit": 10, "samples": 2, "values": ["power", "security", "benevolence"]},
+                                  "instruct": {"limit": 30},
+                                  "jailbreak": {"limit": 30, "temperature": 0.0, "max_new_tokens": 40, "alphas": [0.2],
+                                                "values": ["power", "benevolence"]}}},
     },
     # The paper's scale (GPU): every query, every value prompted.
     "paper": {

@@ -102,7 +102,7 @@ class Components:
 
     @classmethod
     def load(cls, path: Path) -> "Components":
-        tensors, meta, _ = _load_safetensors(Path(path), "components")
+        tensors, meta, _ = _load_safetensors(Path(path), "components", COMPONENTS, ("mean_delta",))
         return cls(tensors, meta)
 
 
@@ -144,6 +144,30 @@ def decompose(vv: ValueVectors) -> tuple[Components, dict]:
                     "keep the vectors' scale")
     meta["values"] = json.dumps(values)
     return Components(tensors, meta), summary
+
+
+def load_summary(path: Path) -> dict:
+    """Read ``decompose.json``, checking the shape its readers rely on (per-value lists of numbers)."""
+    from valuemech.io import load_json
+    from valuemech.values import VALUES
+
+    path = Path(path)
+    data = load_json(path)
+
+    def numbers(x: object) -> bool:
+        return isinstance(x, list) and all(isinstance(n, (int, float)) and not isinstance(n, bool) for n in x)
+
+    per = data.get("per_value") if isinstance(data, dict) else None
+    if not isinstance(per, dict) or not all(
+            v in VALUES and isinstance(d, dict) and all(numbers(d.get(k, [])) for k in
+                                                        ("cosine", "shared_variance", "norm_intrinsic", "norm_prompted"))
+            and "cosine" in d for v, d in per.items()):
+        raise ValuemechError(f"{path}: not a decomposition summary (per_value: {{value: {{cosine: [...]}}}}); "
+                             "rerun the decompose stage")
+    md = data.get("mean_delta", {})
+    if not isinstance(md, dict) or not all(numbers(md.get(k, [])) for k in ("explained", "mean_pairwise_cosine")):
+        raise ValuemechError(f"{path}: mean_delta must hold lists of numbers; rerun the decompose stage")
+    return data
 
 
 def write_decomposition(vv: ValueVectors, components_path: Path, summary_path: Path) -> dict:

@@ -15,11 +15,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
+from transformers import LogitsProcessor, LogitsProcessorList, TopPLogitsWarper
 
 from valuemech.config import GenerationConfig
 from valuemech.data.queries import Query
+from valuemech.errors import ValuemechError
 from valuemech.io import append_jsonl, read_jsonl, repair_jsonl
 from valuemech.models.loading import LoadedModel
 from valuemech.values import VALUES
@@ -102,6 +105,41 @@ def cut_at_eos(ids: list[int], eos_ids: list[int]) -> tuple[list[int], str]:
     return ids, "length"
 
 
+class TemperatureTopP(LogitsProcessor):
+    """transformers' temperature then top-p warpers in one, with the same output, faster on CPU.
+
+    ``TopPLogitsWarper`` sorts every row of the vocabulary with ``torch.sort`` (values and
+    indices), about a fifth of the generate stage on CPU. Here the values are sorted with
+    ``np.sort`` (several times faster, no indices), the same softmax and cumulative sum are taken
+    over them, and the tokens removed are those below the first kept value; that is the set
+    transformers removes unless the cut falls between two equal values, where this defers to
+    ``TopPLogitsWarper`` itself. Off the CPU it always defers.
+    """
+
+    def __init__(self, temperature: float, top_p: float) -> None:
+        self.temperature = float(temperature)
+        self.top_p = float(top_p)
+        self.reference = TopPLogitsWarper(top_p=self.top_p) if self.top_p < 1.0 else None
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
+        if self.temperature != 1.0:
+            scores = scores / self.temperature  # as TemperatureLogitsWarper
+        if self.reference is None:
+            return scores
+        if scores.device.type != "cpu" or scores.dim() != 2:
+            return self.reference(input_ids, scores)
+        sorted_scores = torch.from_numpy(np.sort(scores.numpy(), axis=-1))
+        cumulative = sorted_scores.softmax(dim=-1).cumsum(dim=-1)
+        remove = cumulative <= (1 - self.top_p)
+        remove[..., -1:] = False  # min_tokens_to_keep = 1
+        cut = remove.sum(dim=-1, keepdim=True)  # removed entries form a prefix (cumulative is monotone)
+        first_kept = sorted_scores.gather(1, cut)
+        last_removed = sorted_scores.gather(1, (cut - 1).clamp(min=0))
+        if bool(((cut > 0) & (last_removed == first_kept)).any()):
+            return self.reference(input_ids, scores)  # a tie across the cut: its index order decides
+        return scores.masked_fill(scores < first_kept, -float("inf"))
+
+
 @torch.no_grad()
 def sample_batch(lm: LoadedModel, prompts: list[list[int]], cfg: GenerationConfig,
                  seed: int) -> list[tuple[list[int], str]]:
@@ -112,8 +150,9 @@ def sample_batch(lm: LoadedModel, prompts: list[list[int]], cfg: GenerationConfi
     do_sample = cfg.temperature > 0
     kwargs = dict(do_sample=do_sample, max_new_tokens=cfg.max_new_tokens,
                   pad_token_id=lm.tokenizer.pad_token_id, eos_token_id=lm.eos_ids)
-    if do_sample:
-        kwargs.update(temperature=cfg.temperature, top_p=cfg.top_p, top_k=0)
+    if do_sample:  # temperature and top-p in one processor (transformers' order, faster top-p)
+        kwargs.update(temperature=1.0, top_p=1.0, top_k=0,
+                      logits_processor=LogitsProcessorList([TemperatureTopP(cfg.temperature, cfg.top_p)]))
     else:
         kwargs.update(temperature=None, top_p=None, top_k=None)
     out = lm.model.generate(input_ids=ids, attention_mask=mask, **kwargs)
@@ -162,6 +201,39 @@ class EndpointSampler:
             return list(pool.map(one, batch))
 
 
+def _response_problem(r: dict) -> str | None:
+    """What is wrong with one ``responses.jsonl`` record for the stages that read it, or None."""
+    def token_ids(x: object) -> bool:
+        return isinstance(x, list) and all(type(t) is int and t >= 0 for t in x)
+
+    if not isinstance(r.get("id"), str) or not r["id"]:
+        return "has no id"
+    if r.get("condition") not in ("intrinsic", "prompted"):
+        return "has no condition (intrinsic or prompted)"
+    if "prompted_value" not in r or (r["prompted_value"] is not None and r["prompted_value"] not in VALUES):
+        return "has no prompted_value (a value id or null)"
+    if not isinstance(r.get("response"), str):
+        return "has no response text"
+    if not isinstance(r.get("lang", "en"), str):
+        return "has a lang that is not a string"
+    if not token_ids(r.get("prompt_token_ids")) or not token_ids(r.get("response_token_ids")):
+        return "has no prompt_token_ids / response_token_ids (lists of token ids)"
+    if not isinstance(r.get("model_sha256", ""), (str, type(None))):
+        return "has a model_sha256 that is not a string"
+    return None
+
+
+def load_responses(path: Path) -> list[dict]:
+    """``responses.jsonl`` records, checked for the fields the later stages read (a missing file: [])."""
+    records = read_jsonl(Path(path))
+    for i, r in enumerate(records, 1):
+        problem = _response_problem(r)
+        if problem:
+            raise ValuemechError(f"{path}: record {i} {problem}; the file is damaged "
+                                 "(regenerate it in a new run directory)")
+    return records
+
+
 def generate_responses(lm: LoadedModel, jobs: list[Job], cfg: GenerationConfig, seed: int,
                        out_path: Path, progress: bool = True, extra: dict | None = None) -> int:
     """Generate every job not yet in ``out_path`` (JSONL), appending batch by batch; return count written.
@@ -171,7 +243,7 @@ def generate_responses(lm: LoadedModel, jobs: list[Job], cfg: GenerationConfig, 
     """
     out_path = Path(out_path)
     repair_jsonl(out_path)
-    done = {r["id"] for r in read_jsonl(out_path)}
+    done = {r["id"] for r in load_responses(out_path)}
     todo = [j for j in jobs if j.id not in done]
     if not todo:
         return 0

@@ -79,6 +79,21 @@ def _why(exc: ValueError) -> str:
     return " ".join(str(exc).split())[:200]
 
 
+def read_text(path: Path) -> str:
+    """A file's UTF-8 text; unreadable or not UTF-8 is a one-line error naming the file."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ValuemechError(f"{path}: not UTF-8 text") from None
+    except OSError as exc:
+        raise ValuemechError(f"{path}: cannot read ({exc.strerror or exc.__class__.__name__})") from None
+
+
+def load_json(path: Path) -> Any:
+    """Parse a JSON file; unreadable, not UTF-8 or not JSON is a one-line error naming the file."""
+    return parse_json(read_text(path), str(path))
+
+
 def parse_json(text: str, where: str) -> Any:
     """Parse a user's JSON document; any failure is a one-line error naming ``where``."""
     try:

@@ -21,7 +21,7 @@ def label_records(judge: Judge, records: list[dict], out_path: Path, text_key: s
     """
     out_path = Path(out_path)
     repair_jsonl(out_path)
-    existing = read_jsonl(out_path)
+    existing = read_labels(out_path)
     other = {r.get("judge") for r in existing} - {judge.name}
     if other:
         raise ValuemechError(f"{out_path} holds labels from judge {sorted(other)[0]!r}, "
@@ -50,9 +50,24 @@ def label_records(judge: Judge, records: list[dict], out_path: Path, text_key: s
     return written
 
 
+def read_labels(path: Path) -> list[dict]:
+    """``labels.jsonl`` rows, checked for what readers use: ``response_id``, ``expressed`` {value id: bool | null}."""
+    rows = read_jsonl(Path(path))
+    for i, r in enumerate(rows, 1):
+        rid, exp = r.get("response_id"), r.get("expressed")
+        if not isinstance(rid, str) or not rid:
+            raise ValuemechError(f"{path}: record {i} has no response_id")
+        if not isinstance(exp, dict) or not all(k in VALUES and (x is None or isinstance(x, bool))
+                                                for k, x in exp.items()):
+            raise ValuemechError(f"{path}: record {i}: expressed must map value ids to true/false/null")
+        if not isinstance(r.get("judge", ""), str):
+            raise ValuemechError(f"{path}: record {i}: judge must be a string")
+    return rows
+
+
 def load_labels(path: Path) -> tuple[dict[str, dict[str, bool]], str | None]:
     """``({response_id: {value: expressed}}, judge name)`` from ``labels.jsonl``."""
-    rows = read_jsonl(Path(path))
+    rows = read_labels(Path(path))
     labels = {r["response_id"]: r["expressed"] for r in rows}
     judges = {r.get("judge") for r in rows}
     return labels, (judges.pop() if len(judges) == 1 else None)

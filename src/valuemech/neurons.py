@@ -177,3 +177,55 @@ def neurons_report(lm: LoadedModel, comps: Components, records: list[dict], k_pe
               for c in CLASSES}
     return {"k_percent": k_percent, "max_angle": max_angle, "rank_by": rank_by, "n_layers": lm.n_layers, "d_mlp": lm.arch.d_mlp,
             "per_value": per_value, "counts_per_layer": totals, "overlap": overlap(found)}
+
+
+def load_neurons(path) -> dict:
+    """Read ``neurons.json``, checking the shape its readers (steering, tables, figures) rely on."""
+    from pathlib import Path
+
+    from valuemech.io import load_json
+    from valuemech.values import VALUES
+
+    path = Path(path)
+    data = load_json(path)
+
+    def count(x: object) -> bool:
+        return type(x) is int and x >= 0
+
+    def number(x: object) -> bool:
+        return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+    def fail(what: str) -> ValuemechError:
+        return ValuemechError(f"{path}: {what}; rerun the neurons stage")
+
+    if not isinstance(data, dict):
+        raise fail("expected a JSON object")
+    n_layers, d_mlp = data.get("n_layers"), data.get("d_mlp")
+    if not (count(n_layers) and n_layers > 0 and count(d_mlp) and d_mlp > 0):
+        raise fail("n_layers and d_mlp must be positive integers")
+    if not all(number(data.get(k)) for k in ("k_percent", "max_angle")):
+        raise fail("k_percent and max_angle must be numbers")
+    counts = data.get("counts_per_layer")
+    if not isinstance(counts, dict) or not counts or not all(
+            c in CLASSES and isinstance(xs, list) and len(xs) == n_layers and all(map(count, xs))
+            for c, xs in counts.items()):
+        raise fail(f"counts_per_layer must map classes to {n_layers} counts")
+    overlap_ = data.get("overlap")
+    several = overlap_.get("neurons_in_several_values") if isinstance(overlap_, dict) else None
+    if not isinstance(several, dict) or not all(c in CLASSES and count(k) for c, k in several.items()):
+        raise fail("overlap.neurons_in_several_values must map classes to counts")
+    per_value = data.get("per_value")
+    if not isinstance(per_value, dict):
+        raise fail("per_value must be an object")
+    for v, d in per_value.items():
+        if v not in VALUES or not isinstance(d, dict) or not isinstance(d.get("neurons"), list):
+            raise fail(f"per_value entry {v[:40]!r} is not a value id with a neurons list")
+        for n in d["neurons"]:
+            ok = isinstance(n, dict) and count(n.get("layer")) and n["layer"] < n_layers and count(n.get("neuron")) \
+                and n["neuron"] < d_mlp and n.get("class") in CLASSES and number(n.get("proj_norm")) \
+                and isinstance(n.get("top_tokens", []), list) \
+                and all(isinstance(t, dict) and isinstance(t.get("token"), str) for t in n.get("top_tokens", []))
+            if not ok:
+                raise fail(f"a neuron of {v} is not {{layer < {n_layers}, neuron < {d_mlp}, class, proj_norm, "
+                           "top_tokens}")
+    return data

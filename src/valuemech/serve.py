@@ -36,6 +36,7 @@ from valuemech import hooks
 from valuemech.config import GenerationConfig
 from valuemech.generate import left_pad, padded_positions, sample_batch
 from valuemech.models.loading import LoadedModel
+from valuemech.neurons import load_neurons
 
 MAX_BODY_BYTES = 1_000_000
 
@@ -50,11 +51,11 @@ class Steering(BaseModel):
 
     vector: Optional[str] = None
     layer: Optional[int] = None
-    alpha: Optional[float] = None
+    alpha: Optional[float] = Field(None, allow_inf_nan=False)  # NaN/inf would poison every activation
     relative: bool = False
     positions: Literal["all", "prompt", "generated"] = "all"
     neurons: Optional[str] = None  # "<class>.<value>", class shared | intrinsic | prompted (neurons.json)
-    beta: Optional[float] = None
+    beta: Optional[float] = Field(None, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _one_kind(self) -> "Steering":
@@ -87,7 +88,7 @@ class VectorStore:
 
         self.source = SteeringSource.from_run(run_dir, lm) if run_dir is not None else None
         nj = Path(run_dir) / "neurons.json" if run_dir is not None else None
-        self.neurons: dict | None = json.loads(nj.read_text()) if nj is not None and nj.exists() else None
+        self.neurons: dict | None = load_neurons(nj) if nj is not None and nj.exists() else None
         self.vectors: dict[str, torch.Tensor] = {}
         if self.source is not None:
             self.vectors.update(self.source.vectors.vectors)
@@ -173,6 +174,9 @@ def create_app(lm: LoadedModel, run_dir: Path | None = None, model_name: str | N
         if length is not None and length.isdigit() and int(length) > max_body:
             stats["rejected"] += 1
             return JSONResponse({"error": {"message": f"request body over {max_body} bytes"}}, status_code=413)
+        if length is None and request.method == "POST":  # a chunked body would bypass the size limit
+            stats["rejected"] += 1
+            return JSONResponse({"error": {"message": "a request body needs a Content-Length header"}}, status_code=411)
         return await call_next(request)
 
     @app.exception_handler(HTTPException)
@@ -208,6 +212,10 @@ def create_app(lm: LoadedModel, run_dir: Path | None = None, model_name: str | N
     def chat(req: ChatRequest):
         stats["chat_completions"] += 1
         prompt = _prompt_ids(lm, req.messages)
+        ctx = getattr(lm.model.config, "max_position_embeddings", None)  # attention cost grows with its square
+        if ctx and len(prompt) + (0 if req.guided_choice else req.max_tokens) > ctx:
+            raise HTTPException(400, f"prompt of {len(prompt)} tokens + max_tokens {req.max_tokens} exceeds the "
+                                     f"model's context of {ctx} tokens")
         with lock:
             with store.context(req.steering, lm):
                 if req.guided_choice:

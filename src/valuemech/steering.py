@@ -44,7 +44,7 @@ class SteeringSource:
         if lm is not None:
             vv.check_model(lm)
             if comps is not None:
-                check_artifact_model(comps.metadata, lm, "components.safetensors")
+                check_artifact_model(comps.metadata, lm, str(run.components))
         return cls(vv, comps)
 
     def component(self, component: str, value: str | None = None) -> torch.Tensor:

@@ -119,6 +119,7 @@ class ValueVectors:
     vectors: dict[str, torch.Tensor]  # "intrinsic.<value>" / "prompted.<value>"
     metadata: dict[str, str]
     residual_norm: torch.Tensor | None = None  # mean residual norm over response tokens, [L]
+    source: Path | None = field(default=None, compare=False)  # the file it was loaded from
 
     def get(self, condition: str, value: str) -> torch.Tensor:
         key = f"{condition}.{value}"
@@ -143,14 +144,47 @@ class ValueVectors:
 
     @classmethod
     def load(cls, path: Path) -> "ValueVectors":
-        return cls(*_load_safetensors(Path(path), "vectors"))
+        path = Path(path)
+        tensors, meta, norm = _load_safetensors(path, "vectors", CONDITIONS)
+        if "counts" in meta:
+            _check_counts(meta["counts"], path)
+        return cls(tensors, meta, norm, source=path)
 
     def check_model(self, lm: LoadedModel) -> None:
         """Raise unless these vectors were extracted from ``lm`` (hidden size, layers, weights)."""
-        check_artifact_model(self.metadata, lm, "vectors.safetensors")
+        check_artifact_model(self.metadata, lm, str(self.source or "vectors.safetensors"))
 
 
-def _load_safetensors(path: Path, kind: str) -> tuple[dict[str, torch.Tensor], dict[str, str], torch.Tensor | None]:
+def _meta_int(meta: dict[str, str], key: str, path: Path) -> int:
+    if key not in meta:
+        raise ValuemechError(f"{path}: metadata lacks {key}")
+    try:
+        n = int(meta[key])
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ValuemechError(f"{path}: metadata {key} is not a positive integer ({meta[key][:20]!r})")
+    return n
+
+
+def _check_counts(text: str, path: Path) -> None:
+    """``counts`` metadata: ``{condition: {value: {"expressed": n, "not": n}}}``."""
+    try:
+        counts = json.loads(text)
+    except ValueError:
+        counts = None
+    ok = isinstance(counts, dict) and all(
+        c in CONDITIONS and isinstance(per, dict) and all(
+            v in VALUES and isinstance(n, dict) and all(isinstance(n.get(k), int) for k in ("expressed", "not"))
+            for v, n in per.items()) for c, per in counts.items())
+    if not ok:
+        raise ValuemechError(f"{path}: metadata counts is not {{condition: {{value: {{expressed, not}}}}}}")
+
+
+def _load_safetensors(path: Path, kind: str, prefixes: tuple[str, ...], bare: tuple[str, ...] = ()
+                      ) -> tuple[dict[str, torch.Tensor], dict[str, str], torch.Tensor | None]:
+    """Tensors named ``<prefix>.<value id>`` (or one of ``bare``), ``[n_layers, hidden]``, float and finite,
+    as the metadata says; anything else is a one-line error naming the file."""
     if not path.is_file():
         raise ValuemechError(f"{path} does not exist (run the {'extract' if kind == 'vectors' else 'decompose'} stage)")
     try:
@@ -159,22 +193,45 @@ def _load_safetensors(path: Path, kind: str) -> tuple[dict[str, torch.Tensor], d
             tensors = {k: fh.get_tensor(k) for k in fh.keys()}
     except Exception as exc:  # safetensors raises several types on corrupt files
         raise ValuemechError(f"{path}: not a readable safetensors file ({exc.__class__.__name__})") from None
+    n_layers, hidden = _meta_int(meta, "n_layers", path), _meta_int(meta, "hidden_size", path)
     norm = tensors.pop("stats.residual_norm", None)
-    n_layers, hidden = int(meta.get("n_layers", -1)), int(meta.get("hidden_size", -1))
+    if norm is not None and (tuple(norm.shape) != (n_layers,) or not norm.is_floating_point()
+                             or not bool(torch.isfinite(norm).all())):
+        raise ValuemechError(f"{path}: stats.residual_norm must be {n_layers} finite floats "
+                             f"(has shape {tuple(norm.shape)}, {norm.dtype})")
     for k, t in tensors.items():
+        prefix, dot, value = k.partition(".")
+        if not (k in bare or (dot and prefix in prefixes and value in VALUES)):
+            raise ValuemechError(f"{path}: unexpected tensor {k[:60]!r} (not <{'|'.join(prefixes)}>.<value id>)")
         if tuple(t.shape) != (n_layers, hidden):
             raise ValuemechError(f"{path}: tensor {k} has shape {tuple(t.shape)}, metadata says ({n_layers}, {hidden})")
+        if not t.is_floating_point() or not bool(torch.isfinite(t).all()):
+            raise ValuemechError(f"{path}: tensor {k} must hold finite floats ({t.dtype})")
     return tensors, meta, norm
 
 
+def one_line(x: object) -> str:
+    """Text from a file, safe inside a one-line message."""
+    return " ".join(str(x).split())
+
+
 def check_artifact_model(meta: dict[str, str], lm: LoadedModel, what: str) -> None:
-    if int(meta.get("hidden_size", -1)) != lm.hidden_size or int(meta.get("n_layers", -1)) != lm.n_layers:
+    def as_int(x: object) -> int | None:
+        try:
+            return int(x)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return None
+
+    if as_int(meta.get("hidden_size")) != lm.hidden_size or as_int(meta.get("n_layers")) != lm.n_layers:
+        layers, hidden = as_int(meta.get("n_layers")), as_int(meta.get("hidden_size"))
+        raise ValuemechError(f"{what} is for a model with {layers} layers x {hidden} hidden, "
+                             f"the loaded model has {lm.n_layers} x {lm.hidden_size}")
+    if not meta.get("weights_sha256"):
+        raise ValuemechError(f"{what} has no weights_sha256 metadata, so it cannot be checked against the "
+                             f"loaded model {lm.model_id}")
+    if meta["weights_sha256"] != lm.weights_sha256:
         raise ValuemechError(
-            f"{what} is for a model with {meta.get('n_layers')} layers x {meta.get('hidden_size')} hidden, "
-            f"the loaded model has {lm.n_layers} x {lm.hidden_size}")
-    if meta.get("weights_sha256") and meta["weights_sha256"] != lm.weights_sha256:
-        raise ValuemechError(
-            f"{what} was extracted from {meta.get('model_id')} (weights {meta['weights_sha256'][:12]}), "
+            f"{what} was extracted from {one_line(meta.get('model_id'))} (weights {one_line(meta['weights_sha256'])[:12]}), "
             f"not from the loaded model {lm.model_id} (weights {lm.weights_sha256[:12]})")
 
 

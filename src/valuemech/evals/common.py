@@ -9,7 +9,6 @@ sampling seeds, so the only difference between rows is the intervention.
 
 from __future__ import annotations
 
-import json
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,10 +86,28 @@ def chosen_settings(run_root: Path | None) -> dict:
     path = Path(run_root) / "evals" / "sweep.json"
     if not path.exists():
         return {}
-    try:
-        return json.loads(path.read_text())["chosen"] or {}
-    except (json.JSONDecodeError, KeyError):
-        raise ValuemechError(f"{path}: not a sweep result (rerun `valuemech sweep`)") from None
+    from valuemech.io import load_json
+
+    data = load_json(path)
+    if not _is_sweep(data):
+        raise ValuemechError(f"{path}: not a sweep result (rerun `valuemech sweep`)")
+    return data["chosen"] or {}
+
+
+def _is_sweep(data: object) -> bool:
+    """The shape sweep readers rely on: ``chosen`` {component: null | point with layer} and ``curves``
+    {component: {block: [point]}}, a point holding numbers alpha, accuracy_drop and kl."""
+    def point(p: object) -> bool:
+        return isinstance(p, dict) and all(isinstance(p.get(k), (int, float)) and not isinstance(p.get(k), bool)
+                                           for k in ("alpha", "accuracy_drop", "kl"))
+
+    if not isinstance(data, dict) or "chosen" not in data or not isinstance(data["chosen"] or {}, dict) \
+            or not isinstance(data.get("curves", {}), dict):
+        return False
+    chosen_ok = all(c is None or (point(c) and type(c.get("layer")) is int) for c in (data["chosen"] or {}).values())
+    curves_ok = all(isinstance(by, dict) and all(isinstance(pts, list) and all(map(point, pts)) for pts in by.values())
+                    for by in data.get("curves", {}).values())
+    return chosen_ok and curves_ok
 
 
 def layer_alpha(lm: LoadedModel, opts: EvalOptions, component: str, chosen: dict) -> tuple[int, float]:

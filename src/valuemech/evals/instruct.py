@@ -167,7 +167,8 @@ def _parse_record(raw: Any, where: str, default_key: int) -> IFPrompt:
         try:
             checker.build_description(**kw)
         except (TypeError, ValueError, KeyError) as exc:
-            raise ValuemechError(f"{where}: instruction {iid!r}: bad kwargs {kw} ({exc})") from None
+            why = " ".join(str(exc).split())
+            raise ValuemechError(f"{where}: instruction {iid!r}: bad kwargs {kw} ({why})") from None
         missing = [k for k in checker.get_instruction_args_keys() if k not in kw]
         if missing:  # IFEval's checkers would draw a random value for these
             raise ValuemechError(f"{where}: instruction {iid!r} lacks kwargs {', '.join(missing)}")

@@ -155,9 +155,9 @@ def load_requests(path: str | Path, column: str | None = None) -> list[Request]:
         column = next((c for c in REQUEST_COLUMNS if c in columns), None)
         if column is None:
             raise ValuemechError(f"{path}: no request column (looked for {', '.join(REQUEST_COLUMNS)}); "
-                                 f"columns: {', '.join(map(str, columns)) or 'none'}")
+                                 f"columns: {', '.join(' '.join(str(c).split()) for c in columns) or 'none'}")
     elif column not in columns:
-        raise ValuemechError(f"{path}: no column {column!r}; columns: {', '.join(map(str, columns)) or 'none'}")
+        raise ValuemechError(f"{path}: no column {column!r}; columns: {', '.join(' '.join(str(c).split()) for c in columns) or 'none'}")
     out = []
     for i, r in enumerate(rows, 1):
         text = str(r.get(column) or "").strip()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import json
 import time
 from pathlib import Path
 from types import ModuleType
@@ -70,7 +69,9 @@ def run_eval(name: str, lm, source, opts: EvalOptions, run_root: Path | None = N
     module = get_eval(name)
     neurons = None
     if run_root is not None and (Path(run_root) / "neurons.json").exists() and opts.beta:
-        neurons = json.loads((Path(run_root) / "neurons.json").read_text())
+        from valuemech.neurons import load_neurons
+
+        neurons = load_neurons(Path(run_root) / "neurons.json")
     t0 = time.perf_counter()
     result = module.evaluate(lm, source, opts, run_root=run_root, neurons=neurons)
     result.setdefault("settings", {})

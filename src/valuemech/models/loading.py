@@ -134,7 +134,9 @@ def load_model(cfg: ModelConfig | str) -> LoadedModel:
 def _load_pretrained(source: str, cfg: ModelConfig, model_id: str, sha: str | None) -> LoadedModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    kwargs: dict = {"dtype": resolve_dtype(cfg.dtype), "trust_remote_code": cfg.trust_remote_code}
+    # Weights only from safetensors (never a pickled *.bin); repository code only when the config asks.
+    kwargs: dict = {"dtype": resolve_dtype(cfg.dtype), "trust_remote_code": cfg.trust_remote_code,
+                    "use_safetensors": True}
     if cfg.device_map:
         kwargs["device_map"] = cfg.device_map
     try:

@@ -125,9 +125,25 @@ def _decompose(dec: dict) -> str:
     return "<p>" + " ".join(parts) + "</p>"
 
 
+def _preflight(root: Path) -> None:
+    """Read every artifact the page uses before writing anything: a damaged one is a one-line error naming it."""
+    from valuemech.config import load_config
+    from valuemech.decompose import Components, load_summary
+    from valuemech.neurons import load_neurons
+    from valuemech.vectors import ValueVectors
+
+    for name, load in (("config.yaml", load_config), ("vectors.safetensors", ValueVectors.load),
+                       ("components.safetensors", Components.load), ("decompose.json", load_summary),
+                       ("neurons.json", load_neurons)):
+        if (root / name).exists():
+            load(root / name)
+    tables.run_markdown(root)  # every evals/*.json in the shape its table needs
+
+
 def build_report(run_root: Path, n_boot: int = 1000) -> Path:
     """Write ``report.html`` and ``figures/*.png`` into the run directory; return the page's path."""
     root = Path(run_root)
+    _preflight(root)
     figs = root / "figures"
     ev = root / "evals"
     cfg = None

@@ -6,7 +6,6 @@ Each function takes the parsed artifact and returns Markdown (a heading, then ta
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 
@@ -84,21 +83,34 @@ def run_markdown(run_root: Path) -> str:
     """Every table the run has, in pipeline order (what ``valuemech eval markdown`` prints)."""
     from valuemech.evals.registry import EVALS, markdown as eval_md
 
+    from valuemech.errors import ValuemechError
+    from valuemech.io import load_json
+
     root = Path(run_root)
     ev = root / "evals"
-    load = lambda p: json.loads(p.read_text())  # noqa: E731
     parts = []
+
+    def part(path: Path, render) -> None:
+        """Append ``render(parsed file)``; an unreadable file, or one of another shape, is a one-line error."""
+        data = load_json(path)
+        try:
+            parts.append(render(data))
+        except Exception as exc:  # the renderers index into the file: a damaged one fails somewhere inside
+            why = " ".join(str(exc).split())[:80]
+            raise ValuemechError(f"{path}: not the expected result format ({exc.__class__.__name__}: {why}); "
+                                 "rerun the command that wrote it") from None
+
     if (ev / "sweep.json").exists():
-        parts.append(sweep_md(load(ev / "sweep.json")))
+        part(ev / "sweep.json", sweep_md)
     for fname, forced in (("pvq.json", False), ("pvq_forced.json", True), ("pvq_alpha.json", False)):
         if (ev / fname).exists():
-            parts.append(pvq_md(load(ev / fname), forced) if fname != "pvq_alpha.json"
-                         else "#### PVQ gain vs. α\n\n" + pvq_md(load(ev / fname)))
+            part(ev / fname, (lambda d, f=forced: pvq_md(d, f)) if fname != "pvq_alpha.json"
+                 else (lambda d: "#### PVQ gain vs. α\n\n" + pvq_md(d)))
     if (root / "neurons.json").exists():
-        parts.append(neurons_md(load(root / "neurons.json")))
+        part(root / "neurons.json", neurons_md)
     for name in EVALS:
         if (ev / f"{name}.json").exists():
-            parts.append(f"### {name}\n\n" + eval_md(name, load(ev / f"{name}.json")))
+            part(ev / f"{name}.json", lambda d, n=name: f"### {n}\n\n" + eval_md(n, d))
     if (ev / "circumplex.json").exists():
-        parts.append(circumplex_md(load(ev / "circumplex.json")))
+        part(ev / "circumplex.json", circumplex_md)
     return "\n\n".join(parts) + "\n"
