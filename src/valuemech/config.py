@@ -132,7 +132,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                        "batch_size": 32},
         "judge": {"name": "lexicon"},
         "extract": {"batch_size": 16, "min_group": 5},
-        # `--evals all` runs these (sized for about an hour on one CPU thread; docs/results-smollm2.md).
+        # `--evals all` runs these (1 h 45 min on one shared core here; docs/results-smollm2.md).
         "evaluate": {"evals": [],
                      "options": {"components": ["intrinsic", "prompted", "intrinsic_orth", "prompted_orth"],
                                  "alpha": 0.2, "alphas": [0.1, 0.2], "max_new_tokens": 64},
