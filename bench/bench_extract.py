@@ -3,7 +3,8 @@
 All three run side by side in one process on the same model and the same responses of a finished
 run (``responses.jsonl``: stored prompt and response token ids), interleaved chunk by chunk
 (``--chunk`` responses, consecutive in length order; the three methods in rotating order on each
-chunk), and the reported time is the sum over chunks of each chunk's minimum over the repeats. The vector is ``mean(prompted) - mean(intrinsic)`` at
+chunk), and the reported time is the sum over chunks of each chunk's minimum over the repeats, as
+wall time and as this process's CPU time (steadier on a shared machine). The vector is ``mean(prompted) - mean(intrinsic)`` at
 every block, from ``n/2`` prompted and ``n/2`` intrinsic responses:
 
 - valuemech: ``response_means`` (mean over response tokens, float64, decoder without ``lm_head``)
@@ -28,6 +29,7 @@ first K/2) to keep the large size affordable on a small CPU.
 Usage:
   python bench/bench_extract.py --dtype float32 --n 256 --repeats 2
   python bench/bench_extract.py --dtype bfloat16 --n 64 --repeats 2 --sv-batch-size 4
+  python bench/bench_extract.py --dtype bfloat16 --n 32 --chunk 16 --sv-batch-size 16 --check-only
   python bench/bench_extract.py --memory 256 2048 --max-len 32
 Needs the bench extra (``make bench-env``). Record the output in docs/benchmarks.md.
 """
@@ -43,7 +45,9 @@ import sys
 import time
 from pathlib import Path
 
-import torch
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # one thread: no tokenizer thread pool
+
+import torch  # noqa: E402
 
 from valuemech.config import ModelConfig
 from valuemech.generate import left_pad, padded_positions
@@ -139,6 +143,22 @@ def valuemech_last(lm: LoadedModel, pairs: list[tuple[str, str]], bs: int) -> to
     return side([p for p, _ in pairs]) - side([n for _, n in pairs])
 
 
+def last_token_check(lm: LoadedModel, args, chunks: list, sv_bs: int) -> None:
+    """Last-token vectors only: steering-vectors (per chunk, as timed) against valuemech read in
+    batches of ``--batch-size`` and in steering-vectors' own batches (each chunk's side, same
+    sequences together), and the two valuemech readings against each other (the batching's noise)."""
+    v_sv = torch.stack([sv_diff(lm, list(zip(texts(lm, p), texts(lm, q))), sv_bs) for p, q in chunks]).mean(0)
+    pairs = list(zip(*[sum((texts(lm, x) for x in side), []) for side in zip(*chunks)]))
+    v_a = valuemech_last(lm, pairs, args.batch_size)
+    v_b = valuemech_last(lm, pairs, min(sv_bs, args.chunk // 2))
+    for name, c in ((f"valuemech (batch {args.batch_size}) vs steering-vectors", cosines(v_a, v_sv)),
+                    ("valuemech (steering-vectors' batches) vs steering-vectors", cosines(v_b, v_sv)),
+                    (f"valuemech (batch {args.batch_size}) vs valuemech (steering-vectors' batches)", cosines(v_a, v_b))):
+        low = ", ".join(f"{int(i)}: {float(c[i]):.6f}" for i in torch.argsort(c)[:3])
+        print(f"  last token, {name}: min cosine {c.min():.6f}; lowest blocks {low}; "
+              f"{'ok' if c.min() >= 0.9999 else 'BELOW 0.9999'}")
+
+
 # --- reporting ------------------------------------------------------------------------------
 
 def load_avg() -> str:
@@ -155,6 +175,14 @@ def timed(fn, *args):
     t0 = time.perf_counter()
     out = fn(*args)
     return time.perf_counter() - t0, out
+
+
+def timed2(fn) -> tuple[float, float]:
+    """(wall seconds, this process's CPU seconds) of ``fn()``: on a shared machine the CPU time is
+    the steadier of the two (it leaves out time spent waiting for a core)."""
+    w, c = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - w, time.process_time() - c
 
 
 def speed(lm: LoadedModel, args) -> None:
@@ -180,7 +208,10 @@ def speed(lm: LoadedModel, args) -> None:
     half = args.chunk // 2
     chunks = [(pos_s[i: i + half], neg_s[i: i + half]) for i in range(0, len(pos_s), half)]
     names = ("valuemech", "plain", "steering-vectors")
-    t = {k: [[0.0] * args.repeats for _ in chunks] for k in names}
+    if args.check_only:
+        return last_token_check(lm, args, chunks, sv_bs)
+    t = {k: [[0.0] * args.repeats for _ in chunks] for k in names}  # wall
+    cpu = {k: [[0.0] * args.repeats for _ in chunks] for k in names}
     for rep in range(args.repeats):
         print(f"repeat {rep + 1}: {load_avg()}", flush=True)
         acc = DiffMeansAccumulator(lm.n_layers, lm.hidden_size, values=("prompted",))
@@ -191,18 +222,23 @@ def speed(lm: LoadedModel, args) -> None:
                    "plain": lambda: plain_add(lm, sums, p, q, args.batch_size),
                    "steering-vectors": lambda: sv_parts.append(sv_diff(lm, list(zip(texts(lm, p), texts(lm, q))), sv_bs))}
             for k in names[c % 3:] + names[: c % 3]:
-                t[k][c][rep], _ = timed(run[k])
-        print("  " + ", ".join(f"{k} {sum(x[rep] for x in t[k]):.1f} s" for k in names) + f" ({load_avg()})", flush=True)
+                t[k][c][rep], cpu[k][c][rep] = timed2(run[k])
+            if args.verbose:
+                print(f"    chunk {c}: " + ", ".join(f"{k} {t[k][c][rep]:.1f} s ({cpu[k][c][rep]:.1f} CPU)"
+                                                       for k in names), flush=True)
+        print("  " + ", ".join(f"{k} {sum(x[rep] for x in t[k]):.1f} s wall, {sum(x[rep] for x in cpu[k]):.1f} s CPU"
+                               for k in names) + f" ({load_avg()})", flush=True)
     v_vm = acc.vector("prompted", "prompted")
     v_plain = sums[True] / len(pos) - sums[False] / len(neg)
     v_sv = torch.stack(sv_parts).mean(0)  # equal-sized chunks: the mean of all pairs' differences
-    best = {k: sum(min(x) for x in t[k]) for k in names}
-    print(f"\nper chunk min of {args.repeats}, summed over {len(chunks)} chunks ({load_avg()}):")
-    for k, v in best.items():
-        bsz = sv_bs if k == "steering-vectors" else args.batch_size
-        print(f"  {k:17s} batch {bsz:3d}: {v:7.1f} s  {n / v:6.2f} responses/s  {tokens / v:7.0f} tok/s")
-    print(f"  valuemech / steering-vectors throughput: {best['steering-vectors'] / best['valuemech']:.2f}x (target >= 2)")
-    print(f"  valuemech / plain throughput:            {best['plain'] / best['valuemech']:.2f}x (target >= 0.9)")
+    for label, tt in (("wall", t), ("CPU", cpu)):
+        best = {k: sum(min(x) for x in tt[k]) for k in names}
+        print(f"\n{label} time, per chunk min of {args.repeats}, summed over {len(chunks)} chunks ({load_avg()}):")
+        for k, v in best.items():
+            bsz = sv_bs if k == "steering-vectors" else args.batch_size
+            print(f"  {k:17s} batch {bsz:3d}: {v:7.1f} s  {n / v:6.2f} responses/s  {tokens / v:7.0f} tok/s")
+        print(f"  valuemech / steering-vectors throughput: {best['steering-vectors'] / best['valuemech']:.2f}x (target >= 2)")
+        print(f"  valuemech / plain throughput:            {best['plain'] / best['valuemech']:.2f}x (target >= 0.9)")
     pairs = list(zip(*[sum((texts(lm, x) for x in side), []) for side in zip(*chunks)]))
     dt, v_last = timed(valuemech_last, lm, pairs, args.batch_size)
     print(f"\nvaluemech last-token reading (check only): {dt:.1f} s")
@@ -274,6 +310,8 @@ def main() -> None:
     ap.add_argument("--sweep-pairs", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--chunk", type=int, default=32, help="responses per interleaving chunk")
+    ap.add_argument("--verbose", action="store_true", help="print each chunk's times")
+    ap.add_argument("--check-only", action="store_true", help="only the last-token vector comparisons")
     ap.add_argument("--memory", type=int, nargs="+", default=None, help="response counts for peak RSS")
     ap.add_argument("--max-len", type=int, default=0,
                     help="--memory: cut each sequence to this many tokens (0: full length)")
