@@ -2,36 +2,39 @@
 
 All three run side by side in one process on the same model and the same responses of a finished
 run (``responses.jsonl``: stored prompt and response token ids), interleaved chunk by chunk
-(``--chunk`` responses, consecutive in length order; the three methods in rotating order on each
-chunk), and the reported time is the sum over chunks of each chunk's minimum over the repeats, as
-wall time and as this process's CPU time (steadier on a shared machine). The vector is ``mean(prompted) - mean(intrinsic)`` at
-every block, from ``n/2`` prompted and ``n/2`` intrinsic responses:
+(``--chunk`` responses, consecutive in length order; the three in rotating order on each chunk).
+The reported time is the sum over chunks of each chunk's minimum over the repeats, as wall time
+and as this process's CPU time (the steadier of the two on a shared machine). The vector is
+``mean(prompted) - mean(intrinsic)`` at every block, from ``n/2`` responses of each condition:
 
 - valuemech: ``response_means`` (mean over response tokens, float64, decoder without ``lm_head``)
   over length-sorted batches, streamed into ``DiffMeansAccumulator`` (as ``extract_vectors`` does);
 - plain: the decoder with ``output_hidden_states=True`` on the same batches, the same mean
-  reduced from the returned hidden states (and the last token's, read in the same pass);
+  reduced from the returned hidden states;
 - steering-vectors: ``train_steering_vector(..., aggregator=mean_aggregator())`` on (prompted,
   intrinsic) text pairs at all layers; it reads the last token. Its batch size is the best of a
-  sweep on a subset. Pairs are sorted by length on both sides (its best case for padding).
+  sweep on a subset (or ``--sv-batch-size``). Pairs are sorted by length on both sides (its best
+  case for padding).
 
-Where the methods coincide the vectors are compared (cosine per layer): last-token reading
-(valuemech's ``response_means`` with the last token as the "response", on the ids steering-vectors'
-tokenizer produces from the same text) against steering-vectors; the response-mean reading
-against the plain loop. The plain loop's last entry has the final norm
-applied (transformers' convention), so its last block is left out of its comparisons.
+Where the methods coincide the vectors are compared (cosine per block): the last-token reading
+(valuemech's ``response_means`` with the last token as the "response", on the ids
+steering-vectors' tokenizer gives the same text) against steering-vectors; the response-mean
+reading against the plain loop, whose last entry has the final norm applied (transformers'
+convention), so its last block is left out. ``--check-only`` runs only the last-token checks,
+also with valuemech reading in steering-vectors' own batches.
 
-``--memory`` runs ``extract_vectors`` (all 20 condition x value vectors, real labels) in one
+``--memory`` runs ``extract_vectors`` (all 20 condition x value vectors, the run's labels) in one
 subprocess per size and reports each one's peak RSS (``ru_maxrss``); sizes above 256 repeat the
 256 responses. ``--max-len K`` cuts every sequence to K tokens (the prompt's last, the response's
 first K/2) to keep the large size affordable on a small CPU.
 
-Usage:
-  python bench/bench_extract.py --dtype float32 --n 256 --repeats 2
-  python bench/bench_extract.py --dtype bfloat16 --n 64 --repeats 2 --sv-batch-size 4
+Usage (the commands of docs/benchmarks.md):
+  python bench/bench_extract.py --dtype float32 --n 256 --repeats 2 --sv-batch-size 16 --chunk 32 --verbose
+  python bench/bench_extract.py --dtype float32 --n 256 --sweep 1 4 16 32 --sweep-pairs 16   # sweep first
+  python bench/bench_extract.py --dtype bfloat16 --n 32 --chunk 16 --repeats 2 --sv-batch-size 16 --verbose
   python bench/bench_extract.py --dtype bfloat16 --n 32 --chunk 16 --sv-batch-size 16 --check-only
   python bench/bench_extract.py --memory 256 2048 --max-len 32
-Needs the bench extra (``make bench-env``). Record the output in docs/benchmarks.md.
+Needs the bench extra (``make bench-env``).
 """
 
 from __future__ import annotations

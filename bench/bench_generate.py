@@ -13,11 +13,15 @@
 3. ``--profile FILE``: a pyinstrument profile of ``generate_responses`` on those jobs; writes the
    top of the call tree and the functions with the most own time to FILE.
 
-Usage:
-  python bench/bench_generate.py --steer --stage --repeats 2
-  python bench/bench_generate.py --dtype bfloat16 --steer --new-tokens 16 --repeats 1
-  python bench/bench_generate.py --profile docs/profile-generate.txt --jobs 32
-Needs the bench extra (``make bench-env``). Record the output in docs/benchmarks.md.
+Wall time and this process's CPU time are both reported (the CPU time is the steadier on a
+shared machine); the process's peak RSS is printed last.
+
+Usage (the commands of docs/benchmarks.md):
+  python bench/bench_generate.py --steer --repeats 6 --new-tokens 16
+  python bench/bench_generate.py --dtype bfloat16 --steer --repeats 4 --new-tokens 16
+  python bench/bench_generate.py --stage --jobs 32 --repeats 3
+  python bench/bench_generate.py --profile FILE --jobs 32
+Needs the bench extra (``make bench-env``).
 """
 
 from __future__ import annotations
