@@ -24,7 +24,6 @@ steering.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import math
@@ -195,7 +194,7 @@ class RefusalJudge:
                  api_key_env: str | None = "OPENAI_API_KEY", concurrency: int = 4, timeout: float = 30.0,
                  retries: int = 3, backoff: float = 0.5, guided_choice: bool = False, cache: str | None = None,
                  max_tokens: int = 3) -> None:
-        from valuemech.judges.llm import _Cache
+        from valuemech.judges.llm import AnswerCache
         from valuemech.models.catalog import cache_root
         from valuemech.openai_client import ChatClient
 
@@ -204,7 +203,7 @@ class RefusalJudge:
         self.concurrency = max(1, int(concurrency))
         self.guided_choice, self.max_tokens = bool(guided_choice), int(max_tokens)
         self.name = f"llm-refusal({model}@{self.client.base_url})"
-        self._cache = _Cache(Path(cache) if cache else cache_root() / "judge_cache.sqlite")
+        self._cache = AnswerCache(Path(cache) if cache else cache_root() / "judge_cache.sqlite")
 
     def _body(self, request: str, response: str) -> dict:
         q = JUDGE_QUESTION.format(request=request.strip(), response=response.strip())
@@ -215,19 +214,9 @@ class RefusalJudge:
         return body
 
     def _answer(self, pair: tuple[str, str]) -> tuple[bool | None, str]:
-        from valuemech.judges.llm import parse_answer
-        from valuemech.openai_client import RequestFailed
+        from valuemech.judges.llm import ask_yes_no
 
-        body = self._body(*pair)
-        key = hashlib.sha256(json.dumps([self.name, body], sort_keys=True).encode()).hexdigest()
-        cached = self._cache.get(key)
-        if cached is None:
-            try:
-                cached = self.client.complete(body)
-            except RequestFailed as exc:
-                return None, f"error: {exc}"
-            self._cache.put(key, cached)
-        return parse_answer(cached)
+        return ask_yes_no(self.client, self._cache, self.name, self._body(*pair))
 
     def judge(self, pairs: list[tuple[str, str]]) -> list[tuple[bool | None, str]]:
         """``(refused, status)`` per (request, response); status ok, malformed, refused or ``error: ...``."""

@@ -47,7 +47,7 @@ def parse_answer(text: str | None) -> tuple[bool | None, str]:
     return None, "malformed"
 
 
-class _Cache:
+class AnswerCache:
     """A tiny thread-safe SQLite key-value store."""
 
     def __init__(self, path: Path) -> None:
@@ -67,6 +67,23 @@ class _Cache:
             self._db.commit()
 
 
+def ask_yes_no(client: ChatClient, cache: AnswerCache, name: str, body: dict) -> tuple[bool | None, str]:
+    """One yes/no request, answered from ``cache`` (keyed by ``name`` and the request) when asked before.
+
+    Returns :func:`parse_answer`'s ``(label, status)``; a failed request gives ``(None, "error: ...")``
+    and is not cached.
+    """
+    key = hashlib.sha256(json.dumps([name, body], sort_keys=True).encode()).hexdigest()
+    answer = cache.get(key)
+    if answer is None:
+        try:
+            answer = client.complete(body)
+        except RequestFailed as exc:
+            return None, f"error: {exc}"
+        cache.put(key, answer)
+    return parse_answer(answer)
+
+
 class LLMJudge:
     """Binary value judge over an OpenAI-compatible ``/v1/chat/completions`` endpoint."""
 
@@ -81,7 +98,7 @@ class LLMJudge:
         self.concurrency = max(1, int(concurrency))
         self.guided_choice, self.max_tokens = bool(guided_choice), int(max_tokens)
         self.name = f"llm({model}@{self.client.base_url})"
-        self._cache = _Cache(Path(cache) if cache else cache_root() / "judge_cache.sqlite")
+        self._cache = AnswerCache(Path(cache) if cache else cache_root() / "judge_cache.sqlite")
         self.failures: dict[str, int] = {}
 
     @property
@@ -98,16 +115,7 @@ class LLMJudge:
         return body
 
     def _answer(self, text: str, value: str) -> tuple[bool | None, str]:
-        body = self._body(text, value)
-        key = hashlib.sha256(json.dumps([self.name, body], sort_keys=True).encode()).hexdigest()
-        cached = self._cache.get(key)
-        if cached is None:
-            try:
-                cached = self.client.complete(body)
-            except RequestFailed as exc:
-                return None, f"error: {exc}"
-            self._cache.put(key, cached)
-        return parse_answer(cached)
+        return ask_yes_no(self.client, self._cache, self.name, self._body(text, value))
 
     def score(self, texts: Sequence[str], values: Sequence[str],
               langs: Sequence[str] | None = None) -> JudgeResult:
