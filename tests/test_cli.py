@@ -180,6 +180,16 @@ def test_sweep_pvq_and_circumplex_commands(smoke_run):
     pvq = json.loads((out / "evals" / "pvq.json").read_text())
     assert {"shared", "prompted", "neurons:shared", "random control"} <= set(pvq["rows"])
     assert set(pvq["rows"]["shared"]) == {"en", "ko", "mean"}
+    r = invoke("eval", "pvq", "--run", out, "--langs", "fr", "--values", "power,tradition",
+               "--components", "shared,prompted", "--n-boot", "20", "--quiet", "--out", "pvq_fr.json")
+    assert r.exit_code == 0, r.output
+    (out / "evals" / "pvq_enko.json").write_bytes((out / "evals" / "pvq.json").read_bytes())
+    r = invoke("eval", "pvq", "--run", out, "--merge", "pvq_enko.json,pvq_fr.json", "--n-boot", "20",
+               "--out", "pvq_all.json")
+    assert r.exit_code == 0, r.output
+    merged = json.loads((out / "evals" / "pvq_all.json").read_text())
+    assert set(merged["rows"]["shared"]) == {"en", "ko", "fr", "mean"} and list(merged["baseline"]) == ["en", "fr", "ko"]
+    assert_one_line_error(invoke("eval", "pvq", "--run", out, "--merge", "pvq.json,nope.json"), "no file 'nope.json'")
     r = invoke("eval", "pvq", "--run", out, "--langs", "en", "--values", "power", "--components", "shared",
                "--format", "forced", "--beta", "0", "--n-boot", "20", "--quiet")
     assert r.exit_code == 0, r.output

@@ -177,6 +177,41 @@ def test_pvq_gains_zero_for_identity_conditions(tiny_llama):
     assert big["rows"]["shared"]["en"]["gain"] != 0.0
 
 
+def test_merged_pvq_parts_equal_the_joint_computation(tiny_llama):
+    """Languages and values split over separate runs, merged: the same cells, aggregates and intervals."""
+    from valuemech.evals.pvq import builtin_items, merge_results, pvq_gains
+
+    src = _source(tiny_llama)
+    items = [it for it in builtin_items(["en", "ko"]) if it.value in ("power", "tradition", "security")]
+    conds = {"shared": lambda v: steer(tiny_llama, src, "shared", v, 1, 2.0)}
+    run = lambda its, vals: pvq_gains(tiny_llama, conds, its, vals, n_boot=50, progress=False)  # noqa: E731
+    joint = run(items, ["power", "tradition"])
+    en = [it for it in items if it.lang == "en"]
+    ko = [it for it in items if it.lang == "ko"]
+    parts = {"a.json": run(en, ["power", "tradition"]), "b.json": run(ko, ["tradition"]),
+             "c.json": run(ko, ["power", "tradition"])}  # ko/tradition twice: must agree
+    merged = merge_results(parts, n_boot=50)
+    for lang in ("en", "ko", "mean"):
+        j, m = joint["rows"]["shared"][lang], merged["rows"]["shared"][lang]
+        assert m["gain"] == pytest.approx(j["gain"], abs=1e-9)
+        assert m["gain_ci"] == pytest.approx(j["gain_ci"], abs=1e-9)
+    assert merged["rows"]["shared"]["ko"]["specificity"] == pytest.approx(joint["rows"]["shared"]["ko"]["specificity"])
+    assert list(merged["baseline"]) == ["en", "ko"] and merged["values"] == ["power", "tradition"]
+    assert merged["merged_from"] == ["a.json", "b.json", "c.json"]
+    bad = {**parts["c.json"], "rows": {"shared": {**parts["c.json"]["rows"]["shared"]}}}
+    bad["rows"]["shared"]["ko"] = {**bad["rows"]["shared"]["ko"], "per_value": {
+        **bad["rows"]["shared"]["ko"]["per_value"], "tradition": {"gain": 9.0, "specificity": 0.0}}}
+    with pytest.raises(ValuemechError, match="differs from an earlier file"):
+        merge_results({"a.json": parts["b.json"], "d.json": bad})
+    with pytest.raises(ValuemechError, match="steer 'shared' differently"):
+        merge_results({"a.json": {**parts["a.json"], "settings": {"shared": {"alpha": 0.1}}},
+                       "b.json": {**parts["b.json"], "settings": {"shared": {"alpha": 0.2}}}})
+    with pytest.raises(ValuemechError, match="has rows"):
+        merge_results({"a.json": parts["a.json"], "b.json": {**parts["b.json"], "rows": {"other": {}}}})
+    with pytest.raises(ValuemechError, match="at least two"):
+        merge_results({"a.json": parts["a.json"]})
+
+
 def test_top_activations_match_a_direct_read(tiny_llama):
     from valuemech import hooks
     from valuemech.neurons import top_activations

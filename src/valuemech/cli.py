@@ -514,6 +514,9 @@ def eval_pvq(run_dir: Path = RunOpt,
                                                   "paper's Figures 4-5) -> RUN/evals/pvq_alpha.json; no neuron rows."),
              out: Optional[str] = typer.Option(None, help="File name under RUN/evals/ (default pvq.json, "
                                                "pvq_forced.json or pvq_alpha.json), e.g. to split languages over runs."),
+             merge: Optional[str] = typer.Option(None, help="Comma list of PVQ files under RUN/evals/ written by "
+                                                 "separate runs (split languages or values) to merge into --out "
+                                                 "(default pvq.json); loads no model."),
              n_boot: int = typer.Option(1000, "--n-boot"),
              quiet: bool = QuietOpt) -> None:
     """PVQ target-value gain per component, neuron class and control, per language -> RUN/evals/pvq.json."""
@@ -529,6 +532,9 @@ def eval_pvq(run_dir: Path = RunOpt,
         raise ValuemechError(f"--format must be likert or forced, not {fmt!r}")
     if out is not None and ("/" in out or "\\" in out or not out.endswith(".json")):
         raise ValuemechError(f"--out must be a file name ending in .json, not {out!r}")
+    if merge:
+        _merge_pvq(run_dir, merge, out, n_boot)
+        return
     comps = [c.strip() for c in components.split(",") if c.strip()]
     bad = [c for c in comps if c not in COMPONENTS or c == "mean_delta"]
     if bad:
@@ -557,6 +563,32 @@ def eval_pvq(run_dir: Path = RunOpt,
     if out:
         out_path = out_path.with_name(out)
     atomic_write_json(out_path, res)
+    _print_pvq(res, fmt, out_path)
+
+
+def _merge_pvq(run_dir: Path, merge: str, out: Optional[str], n_boot: int) -> None:
+    """``eval pvq --merge``: merge gain files under RUN/evals/ into one (see evals.pvq.merge_results)."""
+    from valuemech.evals.pvq import merge_results
+    from valuemech.io import atomic_write_json, parse_json
+    from valuemech.pipeline import open_run
+
+    rd, _ = open_run(run_dir)
+    names = [n.strip() for n in merge.split(",") if n.strip()]
+    parts = {}
+    for n in names:
+        path = rd.root / "evals" / n
+        if "/" in n or "\\" in n or not path.is_file():
+            raise ValuemechError(f"--merge: no file {n!r} under {rd.root / 'evals'}")
+        parts[n] = parse_json(path.read_text(encoding="utf-8"), str(path))
+    res = merge_results(parts, n_boot)
+    fmt = "forced" if res.get("format") == "forced_choice" else "likert"
+    out_path = rd.root / "evals" / (out or ("pvq.json" if fmt == "likert" else "pvq_forced.json"))
+    atomic_write_json(out_path, res)
+    _print_pvq(res, fmt, out_path)
+
+
+def _print_pvq(res: dict, fmt: str, out_path: Path) -> None:
+    """The PVQ gain table, degenerate-rater warnings and the written path."""
     langs_found = [k for k in next(iter(res["rows"].values())) if k != "mean"]
     unit = "6-pt scale" if fmt == "likert" else "win probability"
     table = Table(title=f"PVQ target-value gain ({unit}; mean over values, 95% bootstrap CI)")

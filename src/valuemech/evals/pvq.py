@@ -203,6 +203,27 @@ def forced_choice_scores(lm: LoadedModel, pairs: list[tuple[PVQItem, PVQItem]],
     return {v: statistics.fmean(w) for v, w in wins.items()}
 
 
+def language_summary(per_value: dict[str, dict], n_boot: int = 1000) -> dict:
+    """One language's cell of a gain row: mean gain and specificity over target values, with
+    bootstrap 95% intervals over values (specificity is NaN where the cells have none, as in forced choice)."""
+    gains = [p["gain"] for p in per_value.values()]
+    specs = [p["specificity"] for p in per_value.values() if "specificity" in p]
+    nan = float("nan")
+    return {"per_value": per_value, "gain": statistics.fmean(gains) if gains else nan,
+            "gain_ci": bootstrap_mean(gains, n_boot),
+            "specificity": statistics.fmean(specs) if specs else nan,
+            "specificity_ci": bootstrap_mean(specs, n_boot) if specs else [nan, nan]}
+
+
+def mean_summary(row: dict, n_boot: int = 1000) -> dict:
+    """The "mean" column of a gain row: mean of the per-language gains; interval over all
+    (language, value) cells."""
+    langs = [l for l in row if l != "mean"]
+    cells = [p["gain"] for l in langs for p in row[l]["per_value"].values()]
+    return {"gain": statistics.fmean(row[l]["gain"] for l in langs) if langs else float("nan"),
+            "gain_ci": bootstrap_mean(cells, n_boot)}
+
+
 def pvq_gains(lm: LoadedModel, conditions: dict[str, object], items: list[PVQItem], values: list[str],
               n_boot: int = 1000, batch_size: int = 16, progress: bool = True) -> dict:
     """Gain of the target value's PVQ score under each steering condition, per language.
@@ -242,14 +263,8 @@ def pvq_gains(lm: LoadedModel, conditions: dict[str, object], items: list[PVQIte
                 per_value[v] = {"gain": gain, "other_change": other, "specificity": gain - other,
                                 "option_mass": float(s.mass.mean())}
                 bar.update(1)
-            gains = [p["gain"] for p in per_value.values()]
-            specs = [p["specificity"] for p in per_value.values()]
-            row[lang] = {"per_value": per_value, "gain": statistics.fmean(gains) if gains else float("nan"),
-                         "gain_ci": bootstrap_mean(gains, n_boot), "specificity": statistics.fmean(specs) if specs else float("nan"),
-                         "specificity_ci": bootstrap_mean(specs, n_boot)}
-        all_gains = [row[l]["gain"] for l in langs]
-        row["mean"] = {"gain": statistics.fmean(all_gains), "gain_ci": bootstrap_mean(
-            [p["gain"] for l in langs for p in row[l]["per_value"].values()], n_boot)}
+            row[lang] = language_summary(per_value, n_boot)
+        row["mean"] = mean_summary(row, n_boot)
         out["rows"][name] = row
     bar.close()
     return out
@@ -292,12 +307,62 @@ def forced_gains(lm: LoadedModel, conditions: dict[str, object], items: list[PVQ
                 with factory(v):
                     per_value[v] = {"gain": win(rng_pairs[lang, v]) - base[lang, v]}
                 bar.update(1)
-            gains = [p["gain"] for p in per_value.values()]
-            row[lang] = {"per_value": per_value, "gain": statistics.fmean(gains) if gains else float("nan"),
-                         "gain_ci": bootstrap_mean(gains, n_boot), "specificity": float("nan"),
-                         "specificity_ci": [float("nan"), float("nan")]}
-        all_gains = [p["gain"] for l in langs for p in row[l]["per_value"].values()]
-        row["mean"] = {"gain": statistics.fmean(row[l]["gain"] for l in langs), "gain_ci": bootstrap_mean(all_gains, n_boot)}
+            row[lang] = language_summary(per_value, n_boot)
+        row["mean"] = mean_summary(row, n_boot)
         out["rows"][name] = row
     bar.close()
     return out
+
+
+def merge_results(parts: dict[str, dict], n_boot: int = 1000) -> dict:
+    """Merge PVQ gain files written by separate runs of ``eval pvq`` (e.g. languages or values
+    split over processes) into one, as if computed together.
+
+    ``parts`` maps a file name to its content. Every part must have the same rows, steered the
+    same way (settings) and the same format; a (row, language, value) cell computed twice must
+    agree. Aggregates and intervals are recomputed from the merged cells.
+    """
+    if len(parts) < 2:
+        raise ValuemechError("merging needs at least two PVQ files")
+    names = list(parts)
+    first = parts[names[0]]
+    for name in names:
+        p = parts[name]
+        if not isinstance(p, dict) or not isinstance(p.get("rows"), dict) or not p["rows"]:
+            raise ValuemechError(f"{name}: not a PVQ gain file (no rows)")
+        if p.get("format") != first.get("format"):
+            raise ValuemechError(f"{name}: format {p.get('format') or 'likert'!r} differs from "
+                                 f"{names[0]}'s {first.get('format') or 'likert'!r}")
+        if list(p["rows"]) != list(first["rows"]):
+            raise ValuemechError(f"{name} has rows {', '.join(p['rows'])}; {names[0]} has {', '.join(first['rows'])}")
+        for row in p["rows"]:
+            a, b = p.get("settings", {}).get(row), first.get("settings", {}).get(row)
+            if a != b:
+                raise ValuemechError(f"{name} and {names[0]} steer {row!r} differently ({a} vs {b})")
+    rows: dict = {}
+    for row in first["rows"]:
+        cells: dict[str, dict[str, dict]] = {}
+        for name in names:
+            for lang, cell in parts[name]["rows"][row].items():
+                if lang == "mean":
+                    continue
+                into = cells.setdefault(lang, {})
+                for v, c in cell["per_value"].items():
+                    if v in into and abs(into[v]["gain"] - c["gain"]) > 1e-6:
+                        raise ValuemechError(f"{name}: {row}/{lang}/{v} gain {c['gain']:+.6f} differs from an "
+                                             f"earlier file's {into[v]['gain']:+.6f}")
+                    into.setdefault(v, c)
+        langs = sorted(cells, key=lambda l: LANGS.index(l) if l in LANGS else 99)
+        merged = {l: language_summary({v: cells[l][v] for v in VALUES if v in cells[l]}, n_boot) for l in langs}
+        merged["mean"] = mean_summary(merged, n_boot)
+        rows[row] = merged
+    baseline: dict = {}
+    for name in names:
+        for k, b in parts[name].get("baseline", {}).items():
+            baseline.setdefault(k, b)
+    order = lambda k: LANGS.index(k.split(".")[0]) if k.split(".")[0] in LANGS else 99  # noqa: E731
+    baseline = dict(sorted(baseline.items(), key=lambda kv: order(kv[0])))
+    values = [v for v in VALUES if any(v in cell.get("per_value", {}) for row in rows.values()
+                                       for lang, cell in row.items() if lang != "mean")]
+    out = {k: v for k, v in first.items() if k not in ("rows", "baseline", "values")}
+    return {**out, "baseline": baseline, "rows": rows, "values": values, "merged_from": names}
