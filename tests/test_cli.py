@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -235,3 +236,11 @@ def test_eval_command_and_markdown(smoke_run):
     assert md.exit_code == 0 and "### instruct" in md.stdout and "### jailbreak" in md.stdout
     bad = invoke("eval", "diversity", "--run", out, "--components", "sideways")
     assert bad.exit_code == 2 and "unknown component 'sideways'" in bad.stderr
+    fixture = Path(__file__).parent / "fixtures" / "advbench_sample.csv"
+    r = invoke("eval", "jailbreak", "--run", out, "--items", str(fixture), "--column", "target", "--limit", "1",
+               "--alphas", "0", "--values", "power", "--no-control", "--max-new-tokens", "2", "--temperature", "0",
+               "--n-boot", "20", "--quiet")
+    assert r.exit_code == 0, r.output
+    jb = json.loads((out / "evals" / "jailbreak.json").read_text())
+    assert jb["settings"]["dataset"]["column"] == "target" and jb["items"][0]["request"].startswith("Sure, here is")
+    assert_one_line_error(invoke("eval", "jailbreak", "--run", out, "--column", "goal"), "needs a dataset file")

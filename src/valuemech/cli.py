@@ -620,6 +620,8 @@ def _eval_command(name: str, doc: str) -> None:
                 control: bool = typer.Option(True, help="Add the same-norm random-direction control."),
                 limit: Optional[int] = typer.Option(None, help="Use only the first N items / queries."),
                 items: Optional[str] = typer.Option(None, help="A dataset file in the evaluation's public format."),
+                column: Optional[str] = typer.Option(None, help="Text column of --items (jailbreak; default: goal, "
+                                                     "Behavior, ... whichever is present)."),
                 judge: Optional[str] = typer.Option(None, help="Judge that scores generated text."),
                 judge_options: Optional[str] = typer.Option(None, "--judge-options", help="Judge options as JSON."),
                 max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens"),
@@ -634,7 +636,7 @@ def _eval_command(name: str, doc: str) -> None:
         get_eval(name)
         raw = {"components": components and [c.strip() for c in components.split(",") if c.strip()],
                "layer": layer, "alpha": alpha, "alphas": alphas and _floats(alphas, "--alphas"),
-               "values": values, "beta": beta, "limit": limit, "items": items, "judge": judge,
+               "values": values, "beta": beta, "limit": limit, "items": items, "column": column, "judge": judge,
                "judge_options": _judge_options(judge_options) if judge_options else None,
                "max_new_tokens": max_new_tokens, "temperature": temperature, "samples": samples,
                "seed": seed, "batch_size": batch_size, "n_boot": n_boot}

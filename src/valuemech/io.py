@@ -15,7 +15,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` via a temp file in the same directory, then rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -26,6 +26,33 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def sweep_orphan_temps(directory: Path) -> list[Path]:
+    """Remove temp files of :func:`atomic_write_bytes` left in ``directory`` by processes that were
+    killed mid-write (``.<name>.<pid>.<random>.tmp`` whose pid is not running); return them."""
+    removed = []
+    for tmp in Path(directory).glob(".*.tmp"):
+        parts = tmp.name.split(".")  # ['', *name parts, pid, random, 'tmp']
+        pid = int(parts[-3]) if len(parts) >= 5 and parts[-3].isdigit() else None
+        if pid is None or pid == os.getpid() or _alive(pid):
+            continue
+        try:
+            tmp.unlink()
+            removed.append(tmp)
+        except OSError:
+            pass
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. another user's process
+        return True
+    return True
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -17,7 +17,7 @@ from valuemech.config import RunConfig, load_config
 from valuemech.data import load_templates, select_queries
 from valuemech.errors import ValuemechError
 from valuemech.generate import generate_responses, load_responses, plan_jobs
-from valuemech.io import atomic_write_text
+from valuemech.io import atomic_write_text, sweep_orphan_temps
 from valuemech.judges import get_judge
 from valuemech.labels import label_records, load_labels, read_labels
 from valuemech.models.loading import LoadedModel, load_model
@@ -89,6 +89,9 @@ def open_run(root: Path, cfg: RunConfig | None = None) -> tuple[RunDir, RunConfi
     """Open (or create) a run directory; with ``cfg``, check it agrees with a stored config."""
     run = RunDir(root)
     if run.config.exists():
+        for d in (run.root, run.root / "evals"):  # temp files of writers killed mid-write
+            if d.is_dir():
+                sweep_orphan_temps(d)
         stored = load_config(run.config)
         if cfg is None:
             return run, stored

@@ -42,6 +42,7 @@ class EvalOptions:
     control: bool = True  # add the same-norm random-direction control
     limit: int | None = None  # use only the first n items of the dataset
     items: str | None = None  # a dataset file in the evaluation's public format
+    column: str | None = None  # the text column of ``items`` where the format has a choice (jailbreak)
     judge: str | None = None  # judge that scores generated text (None: the evaluation's default)
     judge_options: dict = field(default_factory=dict)
     max_new_tokens: int = 64

@@ -372,11 +372,15 @@ def evaluate(lm: LoadedModel, source: SteeringSource, opts: EvalOptions, run_roo
              components: tuple[str, ...] | list[str] = JAILBREAK_COMPONENTS) -> dict:
     """ASR under every condition (see the module docstring); ``neurons`` is unused.
 
-    ``column`` names the request column of ``opts.items`` (default: ``goal``/``Behavior``/...).
+    ``column`` (or ``opts.column``) names the request column of ``opts.items`` (default: the first of
+    ``goal``/``Behavior``/... present).
     Per request, success is the fraction of its ``opts.samples`` replies that are not refusals;
     ASR is the mean over requests, with a 95% bootstrap interval over requests; the change vs.
     baseline is paired per request.
     """
+    column = column or opts.column
+    if column and not opts.items:
+        raise ValuemechError(f"a request column ({column!r}) needs a dataset file (items)")
     requests = load_requests(opts.items, column) if opts.items else builtin_requests()
     requests = requests[: opts.limit] if opts.limit else requests
     judge = refusal_judge(opts)
