@@ -175,6 +175,19 @@ def test_sweep_pvq_and_circumplex_commands(smoke_run):
     assert set(sw["curves"]) == {"shared", "mean_delta", "random"}
     zero = sw["curves"]["shared"]["1"][0]
     assert zero["alpha"] == 0 and zero["accuracy_drop"] == 0 and abs(zero["kl"]) < 1e-12
+    assert sw["mc_scoring"] == "cloze" and sw["mc_items"].startswith("builtin")
+    mmlu = out.parent / "mmlu"
+    mmlu.mkdir(exist_ok=True)
+    (mmlu / "geo_test.csv").write_text('"What orbits Earth?",Moon,Sun,Mars,Venus,A\n"Largest ocean?",Indian,Pacific,Arctic,Atlantic,B\n')
+    r = invoke("sweep", "--run", out, "--components", "shared", "--alphas", "0.5", "--mmlu", mmlu,
+               "--mc-scoring", "letter", "--quiet")
+    assert r.exit_code == 0, r.output
+    sw2 = json.loads((out / "evals" / "sweep.json").read_text())
+    assert sw2["n_items"] == 2 and sw2["mc_scoring"] == "letter" and sw2["mc_items"] == str(mmlu)
+    assert_one_line_error(invoke("sweep", "--run", out, "--mc-scoring", "vibes"), "--mc-scoring must be one of")
+    r = invoke("sweep", "--run", out, "--components", "shared,mean_delta", "--alphas", "0,0.5", "--n-items", "8",
+               "--quiet")  # back to the sweep the rest of this test reads
+    assert r.exit_code == 0, r.output
     r = invoke("eval", "pvq", "--run", out, "--langs", "en,ko", "--values", "power,tradition",
                "--components", "shared,prompted", "--n-boot", "20", "--quiet")
     assert r.exit_code == 0, r.output

@@ -127,6 +127,28 @@ def test_option_probabilities_equal_hand_computation_from_logits(tiny_llama):
     assert abs(sum(res.centred().values())) < 1e-9
 
 
+def test_cloze_scores_equal_hand_computation_from_logits(tiny_llama):
+    from valuemech.evals.capability import builtin_mc, cloze_scores, mc_accuracy
+    from valuemech.scoring import answer_prompt
+
+    lm = tiny_llama
+    items = builtin_mc(3)
+    got = cloze_scores(lm, items, batch_size=5)  # batches cut across items, left padding
+    for i, it in enumerate(items):
+        prompt = answer_prompt(lm, it.question, "Answer:")
+        for k, choice in enumerate(it.choices):
+            cont = lm.tokenizer(" " + choice, add_special_tokens=False)["input_ids"]
+            with torch.no_grad():
+                logp = lm.model(torch.tensor([prompt + cont])).logits[0].double().log_softmax(-1)
+            want = sum(float(logp[len(prompt) - 1 + j, t]) for j, t in enumerate(cont)) / len(" " + choice)
+            assert float(got[i, k]) == pytest.approx(want, abs=1e-5)
+    acc, chosen = mc_accuracy(lm, items)
+    assert chosen == got.argmax(-1).tolist() and acc == sum(c == it.answer for c, it in zip(chosen, items)) / 3
+    assert len(mc_accuracy(lm, items, scoring="letter")[1]) == 3
+    with pytest.raises(ValuemechError, match="unknown multiple-choice scoring 'vibes'"):
+        mc_accuracy(lm, items, scoring="vibes")
+
+
 def test_builtin_data_for_guard_and_pvq():
     from valuemech.evals.capability import builtin_mc, neutral_texts
     from valuemech.evals.pvq import LANGS, builtin_items

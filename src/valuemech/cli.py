@@ -468,8 +468,13 @@ def sweep(run_dir: Path = RunOpt,
           max_drop: float = typer.Option(5.0, "--max-drop", help="Largest accuracy drop allowed (points)."),
           max_kl: Optional[float] = typer.Option(None, "--max-kl", help="Largest KL on neutral text allowed."),
           n_items: int = typer.Option(80, "--n-items", help="Multiple-choice items used by the guard."),
+          mc_scoring: str = typer.Option("cloze", "--mc-scoring", help="cloze (likelihood of each option's text) "
+                                         "or letter (most probable of A-D after the listed options)."),
+          mmlu: Optional[Path] = typer.Option(None, help="MMLU CSV file, or a directory of them, instead of the "
+                                              "built-in general-knowledge items."),
           quiet: bool = QuietOpt) -> None:
     """Guard curves (MC accuracy drop, KL) over α per component; picks the largest safe α -> RUN/evals/sweep.json."""
+    from valuemech.evals.capability import SCORINGS, load_mmlu_csv
     from valuemech.evals.sweep import sweep as run_sweep
     from valuemech.io import atomic_write_json
     from valuemech.steering import COMPONENTS
@@ -479,15 +484,24 @@ def sweep(run_dir: Path = RunOpt,
     bad = [c for c in comps if c not in COMPONENTS]
     if bad:
         raise ValuemechError(f"unknown component {bad[0]!r}; choose from {', '.join(COMPONENTS)}")
+    if mc_scoring not in SCORINGS:
+        raise ValuemechError(f"--mc-scoring must be one of {', '.join(SCORINGS)}, not {mc_scoring!r}")
+    items = None
+    if mmlu is not None:
+        files = sorted(mmlu.glob("*.csv")) if mmlu.is_dir() else [mmlu]
+        if not files:
+            raise ValuemechError(f"--mmlu: no .csv files in {mmlu}")
+        items = [it for f in files for it in load_mmlu_csv(f)]
     rd, _, lm, source = _run_model_source(run_dir)
     layer_list = _ints(layers, "--layers") if layers else [lm.n_layers // 2]
     for l in layer_list:
         lm.arch.check_layer(l)
     res = run_sweep(lm, source, comps, layer_list, _floats(alphas, "--alphas"), canonical_value(probe_value),
-                    max_drop, max_kl, n_items, progress=not quiet)
+                    max_drop, max_kl, n_items, progress=not quiet, mc_scoring=mc_scoring, items=items)
+    res["mc_items"] = str(mmlu) if mmlu is not None else "builtin:general_knowledge_mc"
     atomic_write_json(rd.root / "evals" / "sweep.json", res)
     table = Table(title=f"chosen α (accuracy drop < {max_drop:g} pts{'' if max_kl is None else f', KL < {max_kl:g}'}); "
-                        f"baseline accuracy {res['baseline_accuracy']:.3f} on {res['n_items']} items")
+                        f"baseline accuracy {res['baseline_accuracy']:.3f} on {res['n_items']} items ({mc_scoring})")
     for col in ("component", "block", "α", "accuracy drop", "KL"):
         table.add_column(col)
     for comp, ch in res["chosen"].items():

@@ -1,8 +1,10 @@
 """Capability guard: multiple-choice accuracy by option probabilities, and KL on neutral text.
 
 The built-in set (``data/builtin/general_knowledge_mc.jsonl``, 205 items written for valuemech)
-is MMLU-style: a question and four options; the model's answer is the letter with the highest
-probability after the prefilled stem "Answer:". ``load_mmlu_csv`` reads MMLU's CSV files
+is MMLU-style: a question and four options. By default (``cloze``) the model's answer is the
+option whose text is most likely after the question and the prefilled stem "Answer:" (log-likelihood
+per character, as lm-evaluation-harness's ``acc_norm``); ``letter`` lists the options and reads the
+most probable letter, which small models answer with one letter throughout. ``load_mmlu_csv`` reads MMLU's CSV files
 (no header: question, A, B, C, D, answer letter). The KL term is the mean over neutral passages
 and positions of KL(base || steered) of next-token distributions.
 """
@@ -24,6 +26,7 @@ from valuemech.models.loading import LoadedModel
 from valuemech.scoring import answer_prompt, option_probabilities
 
 LETTERS = ["A", "B", "C", "D"]
+SCORINGS = ("cloze", "letter")
 
 
 @dataclass(frozen=True)
@@ -70,14 +73,54 @@ def neutral_texts() -> list[str]:
 
 
 def mc_prompt(lm: LoadedModel, item: MCItem) -> list[int]:
+    """The lettered prompt of the ``letter`` scoring: question, options A-D, "Answer:" prefilled."""
     body = item.question + "\n" + "\n".join(f"{l}. {c}" for l, c in zip(LETTERS, item.choices))
     return answer_prompt(lm, body + "\nReply with the letter of the correct answer.", "Answer:", options=LETTERS)
 
 
-def mc_accuracy(lm: LoadedModel, items: list[MCItem], batch_size: int = 16) -> tuple[float, list[int]]:
-    """Accuracy and the chosen option index per item."""
-    res = option_probabilities(lm, [mc_prompt(lm, it) for it in items], LETTERS, batch_size)
-    chosen = res.probs.argmax(-1).tolist()
+@torch.no_grad()
+def cloze_scores(lm: LoadedModel, items: list[MCItem], batch_size: int = 16) -> torch.Tensor:
+    """``[n, 4]`` log-likelihood of each option's text (" " + option) after the question with
+    "Answer:" prefilled (the options are not shown), divided by the option's length in characters."""
+    seqs, cont_lens, chars = [], [], []
+    for it in items:
+        prompt = answer_prompt(lm, it.question, "Answer:")
+        for c in it.choices:
+            cont = lm.tokenizer(" " + c, add_special_tokens=False)["input_ids"]
+            seqs.append(prompt + cont)
+            cont_lens.append(len(cont))
+            chars.append(len(" " + c))
+    out = torch.zeros(len(seqs), dtype=torch.float64)
+    dev = lm.device
+    for s in range(0, len(seqs), batch_size):
+        batch = seqs[s: s + batch_size]
+        ids, mask = left_pad(batch, lm.tokenizer.pad_token_id)
+        keep = max(cont_lens[s: s + batch_size]) + 1  # sequences end together: the last positions suffice
+        logp = lm.model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=padded_positions(mask).to(dev),
+                        logits_to_keep=keep).logits.double().log_softmax(-1).cpu()
+        for i in range(len(batch)):
+            n = cont_lens[s + i]
+            targets = ids[i, -n:]
+            out[s + i] = logp[i, keep - n - 1: keep - 1].gather(-1, targets[:, None]).sum() / chars[s + i]
+    return out.view(len(items), len(LETTERS))
+
+
+def mc_accuracy(lm: LoadedModel, items: list[MCItem], batch_size: int = 16,
+                scoring: str = "cloze") -> tuple[float, list[int]]:
+    """Accuracy and the chosen option index per item.
+
+    ``cloze`` (default): the option whose text is most likely after the question
+    (:func:`cloze_scores`). ``letter``: the most probable letter after a prompt listing the options
+    (MMLU-style); small models answer one letter for almost every item there (SmolLM2-135M says
+    "C" for 190 of the 205 built-in items), which leaves the guard at chance.
+    """
+    if scoring == "cloze":
+        chosen = cloze_scores(lm, items, batch_size).argmax(-1).tolist()
+    elif scoring == "letter":
+        res = option_probabilities(lm, [mc_prompt(lm, it) for it in items], LETTERS, batch_size)
+        chosen = res.probs.argmax(-1).tolist()
+    else:
+        raise ValuemechError(f"unknown multiple-choice scoring {scoring!r}; use one of {', '.join(SCORINGS)}")
     return sum(c == it.answer for c, it in zip(chosen, items)) / len(items), chosen
 
 
@@ -111,9 +154,9 @@ class GuardPoint:
 
 
 def guard(lm: LoadedModel, items: list[MCItem], texts: list[str], base_acc: float,
-          base_logprobs: list[torch.Tensor], ctx=None) -> GuardPoint:
+          base_logprobs: list[torch.Tensor], ctx=None, scoring: str = "cloze") -> GuardPoint:
     """Accuracy drop and KL under the steering context ``ctx`` (a context manager)."""
     with ctx if ctx is not None else nullcontext():
-        acc, _ = mc_accuracy(lm, items)
+        acc, _ = mc_accuracy(lm, items, scoring=scoring)
         kl = mean_kl(base_logprobs, next_token_logprobs(lm, texts))
     return GuardPoint(acc, 100.0 * (base_acc - acc), kl)

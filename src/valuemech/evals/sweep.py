@@ -23,11 +23,15 @@ from valuemech.steering import SteeringSource, steer
 def sweep(lm: LoadedModel, source: SteeringSource, components: list[str], layers: list[int],
           alphas: list[float], probe_value: str = "benevolence", max_drop: float = 5.0,
           max_kl: float | None = None, n_items: int | None = 80, n_texts: int = 10,
-          progress: bool = True) -> dict:
-    """Guard curves and the chosen (layer, α) per component; see the module docstring."""
-    items = builtin_mc(n_items)
+          progress: bool = True, mc_scoring: str = "cloze", items: list | None = None) -> dict:
+    """Guard curves and the chosen (layer, α) per component; see the module docstring.
+
+    ``items`` replaces the built-in multiple-choice set (e.g. from ``load_mmlu_csv``); ``n_items``
+    keeps its first n; ``mc_scoring`` is ``cloze`` or ``letter`` (see ``capability.mc_accuracy``).
+    """
+    items = (items or builtin_mc())[:n_items] if n_items else (items or builtin_mc())
     texts = neutral_texts()[:n_texts]
-    base_acc, _ = mc_accuracy(lm, items)
+    base_acc, _ = mc_accuracy(lm, items, scoring=mc_scoring)
     base_lp = next_token_logprobs(lm, texts)
     curves: dict = {}
     grid = [(c, l, a) for c in components + ["random"] for l in layers for a in alphas]
@@ -35,7 +39,7 @@ def sweep(lm: LoadedModel, source: SteeringSource, components: list[str], layers
         real = comp if comp != "random" else "shared"
         ctx = steer(lm, source, real, probe_value, layer, alpha, relative=True,
                     control_seed=0 if comp == "random" else None)
-        point = guard(lm, items, texts, base_acc, base_lp, ctx)
+        point = guard(lm, items, texts, base_acc, base_lp, ctx, scoring=mc_scoring)
         curves.setdefault(comp, {}).setdefault(str(layer), []).append({"alpha": alpha, **asdict(point)})
     chosen = {}
     for comp, by_layer in curves.items():
@@ -47,7 +51,7 @@ def sweep(lm: LoadedModel, source: SteeringSource, components: list[str], layers
                 if best is None or top["alpha"] > best["alpha"]:
                     best = {"layer": int(layer), **top}
         chosen[comp] = best
-    return {"baseline_accuracy": base_acc, "n_items": len(items), "n_texts": len(texts),
+    return {"baseline_accuracy": base_acc, "n_items": len(items), "mc_scoring": mc_scoring, "n_texts": len(texts),
             "probe_value": probe_value, "max_drop": max_drop, "max_kl": max_kl, "alphas": alphas,
             "layers": layers, "curves": curves, "chosen": chosen}
 

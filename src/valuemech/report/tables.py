@@ -12,7 +12,8 @@ from pathlib import Path
 def sweep_md(sw: dict) -> str:
     alphas = sw["alphas"]
     out = [f"### Capability guard (probe value {sw['probe_value']}; MC baseline accuracy "
-           f"{sw['baseline_accuracy']:.3f} on {sw['n_items']} items; KL on {sw['n_texts']} neutral texts)", "",
+           f"{sw['baseline_accuracy']:.3f} on {sw['n_items']} items, {sw.get('mc_scoring', 'letter')} scoring; "
+           f"KL on {sw['n_texts']} neutral texts)", "",
            "| component | block | " + " | ".join(f"α={a:g}: drop / KL" for a in alphas) + " | chosen α |",
            "|---|---|" + "---|" * (len(alphas) + 1)]
     for comp, by_layer in sw["curves"].items():
