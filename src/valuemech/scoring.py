@@ -66,7 +66,7 @@ def _common_prefix_len(seqs: list[list[int]]) -> int:
     return n
 
 
-def _cache_kwarg(model) -> str:
+def cache_kwarg(model) -> str:
     """The forward argument that takes a KV cache ("cache" in transformers 5, else "past_key_values")."""
     import inspect
 
@@ -74,13 +74,19 @@ def _cache_kwarg(model) -> str:
 
 
 @torch.no_grad()
-def _prefix_cache(lm: LoadedModel, prefix: list[int]):
-    """The KV cache of ``prefix`` (None when the model's cache has sliding-window layers)."""
+def prefix_forward(lm: LoadedModel, prefix: list[int]):
+    """Run ``prefix``; return (its KV cache, or None when the model's cache has sliding-window
+    layers or cannot be repeated over a batch; the logits ``[vocab]`` at its last position)."""
     out = lm.model(input_ids=torch.tensor([prefix], device=lm.device), use_cache=True, logits_to_keep=1)
     cache = out.get("cache") if "cache" in out else out.get("past_key_values")
     if cache is None or any(getattr(cache, "is_sliding", [False])) or not hasattr(cache, "batch_repeat_interleave"):
-        return None
-    return cache
+        cache = None
+    return cache, out.logits[0, -1]
+
+
+def _prefix_cache(lm: LoadedModel, prefix: list[int]):
+    """The KV cache of ``prefix`` (None when it cannot be reused; see :func:`prefix_forward`)."""
+    return prefix_forward(lm, prefix)[0]
 
 
 @torch.no_grad()
@@ -114,7 +120,7 @@ def next_token_probs(lm: LoadedModel, prompts: list[list[int]], batch_size: int 
             c = copy.deepcopy(cache)
             c.batch_repeat_interleave(len(idx))
             mask = torch.cat([torch.ones(len(idx), plen, dtype=mask.dtype), mask], dim=1)
-            kwargs = {_cache_kwarg(lm.model): c, "use_cache": True}
+            kwargs = {cache_kwarg(lm.model): c, "use_cache": True}
         logits = lm.model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
                           logits_to_keep=1, **kwargs).logits[:, -1]
         probs = logits.double().softmax(-1).cpu()

@@ -81,28 +81,60 @@ def mc_prompt(lm: LoadedModel, item: MCItem) -> list[int]:
 @torch.no_grad()
 def cloze_scores(lm: LoadedModel, items: list[MCItem], batch_size: int = 16) -> torch.Tensor:
     """``[n, 4]`` log-likelihood of each option's text (" " + option) after the question with
-    "Answer:" prefilled (the options are not shown), divided by the option's length in characters."""
-    seqs, cont_lens, chars = [], [], []
-    for it in items:
-        prompt = answer_prompt(lm, it.question, "Answer:")
-        for c in it.choices:
-            cont = lm.tokenizer(" " + c, add_special_tokens=False)["input_ids"]
-            seqs.append(prompt + cont)
-            cont_lens.append(len(cont))
-            chars.append(len(" " + c))
-    out = torch.zeros(len(seqs), dtype=torch.float64)
+    "Answer:" prefilled (the options are not shown), divided by the option's length in characters.
+
+    Each item's prompt is run once and its KV cache shared by its four options (models whose cache
+    has sliding-window layers run prompt + option as whole sequences, ``batch_size`` at a time).
+    """
+    prompts = [answer_prompt(lm, it.question, "Answer:") for it in items]
+    conts = [[lm.tokenizer(" " + c, add_special_tokens=False)["input_ids"] for c in it.choices] for it in items]
+    chars = torch.tensor([[len(" " + c) for c in it.choices] for it in items], dtype=torch.float64)
+    if not items:
+        return torch.zeros(0, len(LETTERS), dtype=torch.float64)
+    logliks = _cached_logliks(lm, prompts, conts)
+    if logliks is None:
+        flat = [(p, c) for p, cs in zip(prompts, conts) for c in cs]
+        logliks = torch.cat([_plain_logliks(lm, flat[s: s + batch_size]) for s in range(0, len(flat), batch_size)])
+    return logliks.view(len(items), len(LETTERS)) / chars
+
+
+def _plain_logliks(lm: LoadedModel, pairs: list[tuple[list[int], list[int]]]) -> torch.Tensor:
+    """Sum log p(continuation | prompt) for (prompt, continuation) pairs in one left-padded batch."""
+    ids, mask = left_pad([p + c for p, c in pairs], lm.tokenizer.pad_token_id)
+    keep = max(len(c) for _, c in pairs) + 1  # the sequences end together: the last positions suffice
     dev = lm.device
-    for s in range(0, len(seqs), batch_size):
-        batch = seqs[s: s + batch_size]
-        ids, mask = left_pad(batch, lm.tokenizer.pad_token_id)
-        keep = max(cont_lens[s: s + batch_size]) + 1  # sequences end together: the last positions suffice
-        logp = lm.model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=padded_positions(mask).to(dev),
-                        logits_to_keep=keep).logits.double().log_softmax(-1).cpu()
-        for i in range(len(batch)):
-            n = cont_lens[s + i]
-            targets = ids[i, -n:]
-            out[s + i] = logp[i, keep - n - 1: keep - 1].gather(-1, targets[:, None]).sum() / chars[s + i]
-    return out.view(len(items), len(LETTERS))
+    logp = lm.model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=padded_positions(mask).to(dev),
+                    logits_to_keep=keep).logits.double().log_softmax(-1).cpu()
+    out = torch.zeros(len(pairs), dtype=torch.float64)
+    for i, (_, c) in enumerate(pairs):
+        out[i] = logp[i, keep - len(c) - 1: keep - 1].gather(-1, torch.tensor(c)[:, None]).sum()
+    return out
+
+
+def _cached_logliks(lm: LoadedModel, prompts: list[list[int]], conts: list[list[list[int]]]) -> torch.Tensor | None:
+    """Sum log p(option | prompt) per (item, option), each prompt run once (None: no usable cache)."""
+    import copy
+
+    from valuemech.scoring import cache_kwarg, prefix_forward
+
+    dev, out = lm.device, []
+    for prompt, options in zip(prompts, conts):
+        cache, last = prefix_forward(lm, prompt)
+        if cache is None:
+            return None
+        first = last.double().log_softmax(-1).cpu()  # the prompt's last position predicts each option's first token
+        ids, mask = left_pad(options, lm.tokenizer.pad_token_id)
+        c = copy.deepcopy(cache)
+        c.batch_repeat_interleave(len(options))
+        pos = padded_positions(mask) + len(prompt)
+        full_mask = torch.cat([torch.ones(len(options), len(prompt), dtype=mask.dtype), mask], dim=1)
+        logp = lm.model(input_ids=ids.to(dev), attention_mask=full_mask.to(dev), position_ids=pos.to(dev),
+                        use_cache=True, **{cache_kwarg(lm.model): c}).logits.double().log_softmax(-1).cpu()
+        w = ids.shape[1]
+        for k, opt in enumerate(options):
+            rest = logp[k, w - len(opt): w - 1].gather(-1, torch.tensor(opt[1:])[:, None]).sum() if len(opt) > 1 else 0.0
+            out.append(float(first[opt[0]]) + float(rest))
+    return torch.tensor(out, dtype=torch.float64)
 
 
 def mc_accuracy(lm: LoadedModel, items: list[MCItem], batch_size: int = 16,
