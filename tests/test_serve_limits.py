@@ -59,3 +59,34 @@ def test_prompt_beyond_context_rejected(server, tiny_llama):
     assert r.status_code == 400 and "max_tokens" in r.json()["error"]["message"]
     r = _post(server.url)  # a short request still works, and the server is fine
     assert r.status_code == 200 and r.json()["choices"][0]["message"]["role"] == "assistant"
+
+
+def test_bad_requests_answered_while_the_model_is_busy(server, monkeypatch):
+    """Invalid steering or choices are refused before waiting for the model lock."""
+    import threading
+
+    from valuemech import serve
+
+    release, entered = threading.Event(), threading.Event()
+    real = serve.sample_batch
+
+    def slow(*args, **kwargs):
+        entered.set()
+        release.wait(30)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(serve, "sample_batch", slow)
+    busy = threading.Thread(target=_post, args=(server.url,))
+    busy.start()
+    try:
+        assert entered.wait(30)  # the lock is held
+        r = httpx.post(f"{server.url}/v1/chat/completions", timeout=5, json={
+            "messages": [{"role": "user", "content": "hi"}],
+            "steering": {"vector": "shared.nothing", "layer": 1, "alpha": 0.1}})
+        assert r.status_code == 400 and "unknown steering vector" in r.json()["error"]["message"]
+        r = httpx.post(f"{server.url}/v1/chat/completions", timeout=5, json={
+            "messages": [{"role": "user", "content": "hi"}], "guided_choice": ["yes", ""]})
+        assert r.status_code == 400 and "non-empty" in r.json()["error"]["message"]
+    finally:
+        release.set()
+        busy.join(60)

@@ -216,8 +216,11 @@ def create_app(lm: LoadedModel, run_dir: Path | None = None, model_name: str | N
         if ctx and len(prompt) + (0 if req.guided_choice else req.max_tokens) > ctx:
             raise HTTPException(400, f"prompt of {len(prompt)} tokens + max_tokens {req.max_tokens} exceeds the "
                                      f"model's context of {ctx} tokens")
+        if req.guided_choice and any(not lm.tokenizer.encode(c, add_special_tokens=False) for c in req.guided_choice):
+            raise HTTPException(400, "guided_choice entries must be non-empty")
+        steering = store.context(req.steering, lm)  # validated here, before waiting for the model; hooks go on at enter
         with lock:
-            with store.context(req.steering, lm):
+            with steering:
                 if req.guided_choice:
                     scores = choice_logprobs(lm, prompt, req.guided_choice)
                     text = req.guided_choice[max(range(len(scores)), key=scores.__getitem__)]
