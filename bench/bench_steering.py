@@ -1,7 +1,8 @@
 """Benchmarks for steering on one model, measured side by side in one process.
 
 1. PVQ scoring: option probabilities (one forward pass per item) vs. generating an answer
-   (greedy, up to 8 new tokens) and parsing the first digit 1-6, on the same English items.
+   (greedy, up to 8 / 32 / 64 new tokens, with and without the answer stem prefilled) and parsing
+   the first digit 1-6, on the same English items; the parse rate is printed beside each.
 2. Steered generation: tokens/s of plain greedy generation vs. the same with a vector added at the
    middle block (valuemech.hooks.add_vectors), batch sizes 1 and 16, runs interleaved.
 
@@ -26,26 +27,36 @@ from valuemech.models.loading import load_model
 from valuemech.scoring import option_probabilities
 
 
-def pvq_speed(lm, repeats: int) -> None:
+def pvq_speed(lm, repeats: int, budgets: tuple[int, ...] = (8, 32, 64)) -> None:
+    """Option probabilities vs. generate-and-parse, the latter at several answer budgets (new tokens)
+    and with/without the answer stem prefilled, each with its parse rate: a budget that yields no
+    parseable answer is not a working alternative, so the ratio is read at the budgets that do."""
     items = builtin_items(["en"])
     prompts = likert_prompts(lm, items, reverse=False)
-    template, scales, _ = LIKERT["en"]
-    gen_prompts = [lm.prompt_ids(template.format(text=it.text, scale=scales[0]), None) for it in items]
-    cfg = GenerationConfig(max_new_tokens=8, temperature=0.0, batch_size=16)
-    t_opt, t_gen, parsed = [], [], 0
+    template, scales, stem = LIKERT["en"]
+    plain = [lm.prompt_ids(template.format(text=it.text, scale=scales[0]), None) for it in items]
+    variants = {"no stem": plain, "stem": prompts}
+    t_opt = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         option_probabilities(lm, prompts, OPTIONS, batch_size=16)
         t_opt.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        parsed = 0
-        for s in range(0, len(gen_prompts), 16):
-            for ids, _ in sample_batch(lm, gen_prompts[s: s + 16], cfg, 0):
-                parsed += bool(re.search(r"[1-6]", lm.tokenizer.decode(ids)))
-        t_gen.append(time.perf_counter() - t0)
-    o, g = min(t_opt), min(t_gen)
-    print(f"PVQ {len(items)} items: option probabilities {o:.2f} s, generate+parse {g:.2f} s "
-          f"({parsed}/{len(items)} answers parsed); speed-up {g / o:.1f}x")
+    o = min(t_opt)
+    print(f"PVQ {len(items)} English items: option probabilities {o:.2f} s")
+    for name, gen_prompts in variants.items():
+        for budget in budgets:
+            cfg = GenerationConfig(max_new_tokens=budget, temperature=0.0, batch_size=16)
+            t_gen, parsed = [], 0
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                parsed = 0
+                for s in range(0, len(gen_prompts), 16):
+                    for ids, _ in sample_batch(lm, gen_prompts[s: s + 16], cfg, 0):
+                        parsed += bool(re.search(r"[1-6]", lm.tokenizer.decode(ids)))
+                t_gen.append(time.perf_counter() - t0)
+            g = min(t_gen)
+            print(f"  generate+parse ({name}, <= {budget} new tokens): {g:.2f} s, {parsed}/{len(items)} answers "
+                  f"parsed; option probabilities are {g / o:.1f}x faster")
 
 
 def steering_overhead(lm, repeats: int, new_tokens: int = 32) -> None:

@@ -41,19 +41,27 @@ def sweep(lm: LoadedModel, source: SteeringSource, components: list[str], layers
                     control_seed=0 if comp == "random" else None)
         point = guard(lm, items, texts, base_acc, base_lp, ctx, scoring=mc_scoring)
         curves.setdefault(comp, {}).setdefault(str(layer), []).append({"alpha": alpha, **asdict(point)})
-    chosen = {}
-    for comp, by_layer in curves.items():
-        best = None
-        for layer, pts in by_layer.items():
-            ok = [p for p in pts if p["accuracy_drop"] < max_drop and (max_kl is None or p["kl"] < max_kl)]
-            if ok:
-                top = max(ok, key=lambda p: p["alpha"])
-                if best is None or top["alpha"] > best["alpha"]:
-                    best = {"layer": int(layer), **top}
-        chosen[comp] = best
+    chosen = choose(curves, max_drop, max_kl)
     return {"baseline_accuracy": base_acc, "n_items": len(items), "mc_scoring": mc_scoring, "n_texts": len(texts),
             "probe_value": probe_value, "max_drop": max_drop, "max_kl": max_kl, "alphas": alphas,
             "layers": layers, "curves": curves, "chosen": chosen}
 
 
-__all__ = ["GuardPoint", "sweep"]
+def choose(curves: dict, max_drop: float = 5.0, max_kl: float | None = None) -> dict:
+    """Per component, the (layer, α) point with the largest α whose accuracy drop stays under
+    ``max_drop`` (strictly: a drop of exactly 5 points on 80 items is not under 5, whatever the float
+    rounding of 100 * (a - b)) and whose KL stays under ``max_kl``; None where no point qualifies."""
+    chosen = {}
+    for comp, by_layer in curves.items():
+        best = None
+        for layer, pts in by_layer.items():
+            ok = [p for p in pts if round(p["accuracy_drop"], 9) < max_drop and (max_kl is None or p["kl"] < max_kl)]
+            if ok:
+                top = max(ok, key=lambda p: p["alpha"])
+                if best is None or top["alpha"] > best["alpha"]:
+                    best = {"layer": int(layer), **top}
+        chosen[comp] = best
+    return chosen
+
+
+__all__ = ["GuardPoint", "choose", "sweep"]
