@@ -63,7 +63,9 @@ def test_verdict_rule():
 
 
 @pytest.mark.parametrize("prompted, intrinsic, want", [(1.0, 0.2, "supported"), (0.2, 1.0, "not supported"),
-                                                       (0.5, 0.5, "inconclusive")])
+                                                       (0.5, 0.5, "inconclusive"),
+                                                       (0.0, -0.5, "inconclusive"),  # prompted raises nothing
+                                                       (-0.5, -1.0, "not supported")])  # prompted lowers the target
 def test_steerability_verdicts(tmp_path, prompted, intrinsic, want):
     _pvq(tmp_path, prompted, intrinsic)
     f = steerability(tmp_path / "evals", n_boot=200)

@@ -85,9 +85,18 @@ def steerability(evals_dir: Path, n_boot: int = 1000) -> Finding:
                  for v in p[lang]["per_value"] if v in i[lang]["per_value"]]
         effect, ci, n = _paired(diffs, n_boot)
         gp, gi = p["mean"]["gain"], i["mean"]["gain"]
+        detail = f"mean gain prompted {gp:+.3f}, intrinsic {gi:+.3f}"
+        result = verdict(ci, n)
+        if result == "supported":  # "raises ... more than" needs prompted steering to raise the target at all
+            gains = [p[lang]["per_value"][v]["gain"] for lang in p if lang != "mean" for v in p[lang]["per_value"]]
+            _, ci_p, n_p = _paired(gains, n_boot)
+            own = verdict(ci_p, n_p)
+            if own != "supported":
+                result = "inconclusive" if own == "inconclusive" else "not supported"
+                detail += (f"; prompted steering itself does not raise the target value (gain {gp:+.3f} "
+                           f"[{ci_p[0]:+.3f}, {ci_p[1]:+.3f}]), so the difference is one of harm, not of raising")
         return Finding(**base, measure=f"gain(prompted) − gain(intrinsic), {unit}, paired over language × value",
-                       effect=effect, ci=ci, n=n, verdict=verdict(ci, n), source=f"evals/{fname}",
-                       detail=f"mean gain prompted {gp:+.3f}, intrinsic {gi:+.3f}")
+                       effect=effect, ci=ci, n=n, verdict=result, source=f"evals/{fname}", detail=detail)
     return Finding(**base, measure="gain(prompted) − gain(intrinsic)", effect=None, ci=None, n=0,
                    verdict="missing", source="evals/pvq.json (not run, or without prompted and intrinsic rows)")
 
