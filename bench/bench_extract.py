@@ -52,6 +52,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # one thread: no token
 
 import torch  # noqa: E402
 
+from _common import load_avg, machine  # noqa: E402
 from valuemech.config import ModelConfig
 from valuemech.generate import left_pad, padded_positions
 from valuemech.models.loading import LoadedModel, load_model
@@ -163,16 +164,6 @@ def last_token_check(lm: LoadedModel, args, chunks: list, sv_bs: int) -> None:
 
 
 # --- reporting ------------------------------------------------------------------------------
-
-def load_avg() -> str:
-    return "load " + " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
-def machine() -> str:
-    cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
-                if l.startswith("model name")), "?")
-    return f"nproc {os.cpu_count()}, {cpu}, torch {torch.__version__}, threads {torch.get_num_threads()}"
-
 
 def timed(fn, *args):
     t0 = time.perf_counter()

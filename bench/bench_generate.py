@@ -38,6 +38,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # one thread: no token
 
 import torch  # noqa: E402
 
+from _common import load_avg, machine  # noqa: E402
 from valuemech import hooks
 from valuemech.config import GenerationConfig, ModelConfig, make_config
 from valuemech.data import builtin_queries, load_templates, select_queries
@@ -45,16 +46,6 @@ from valuemech.generate import cut_at_eos, generate_responses, left_pad, plan_jo
 from valuemech.io import read_jsonl
 from valuemech.models.chat import format_chat
 from valuemech.models.loading import LoadedModel, load_model
-
-
-def load_avg() -> str:
-    return "load " + " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
-def machine() -> str:
-    cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
-                if l.startswith("model name")), "?")
-    return f"nproc {os.cpu_count()}, {cpu}, torch {torch.__version__}, threads {torch.get_num_threads()}"
 
 
 def steering(lm: LoadedModel, args) -> None:

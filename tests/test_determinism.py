@@ -29,8 +29,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
-from safetensors import safe_open
+
+from valuemech.io import tensor_digest
 
 VALUEMECH = str(Path(sys.executable).with_name("valuemech"))
 SAME_BYTES = ("responses.jsonl", "labels.jsonl", "decompose.json", "neurons.json", "config.yaml")
@@ -47,18 +47,6 @@ def _run(out: Path, hash_seed: str, *extra: str) -> Path:
 
 def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def tensor_digest(path: Path) -> tuple[str, dict[str, str]]:
-    """sha256 over (name, dtype, shape, bytes) of every tensor in name order, and the metadata minus ``library``."""
-    h = hashlib.sha256()
-    with safe_open(str(path), framework="pt") as fh:
-        for name in sorted(fh.keys()):
-            t = fh.get_tensor(name).contiguous()
-            h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-            h.update(t.view(-1).view(torch.uint8).numpy().tobytes())
-        meta = {k: v for k, v in (fh.metadata() or {}).items() if k != "library"}
-    return h.hexdigest(), meta
 
 
 @pytest.fixture(scope="module")

@@ -55,6 +55,25 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def tensor_digest(path: Path) -> tuple[str, dict[str, str]]:
+    """sha256 over (name, dtype, shape, bytes) of every tensor of a safetensors file in name order,
+    and its metadata minus ``library`` (the writer's version). Equal digests mean equal tensors even
+    where the file bytes differ (safetensors writes metadata keys in a per-process order)."""
+    import hashlib
+
+    import torch
+    from safetensors import safe_open
+
+    h = hashlib.sha256()
+    with safe_open(str(path), framework="pt") as fh:
+        for name in sorted(fh.keys()):
+            t = fh.get_tensor(name).contiguous()
+            h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+            h.update(t.view(-1).view(torch.uint8).numpy().tobytes())
+        meta = {k: v for k, v in (fh.metadata() or {}).items() if k != "library"}
+    return h.hexdigest(), meta
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
