@@ -583,7 +583,7 @@ def eval_pvq(run_dir: Path = RunOpt,
 def _merge_pvq(run_dir: Path, merge: str, out: Optional[str], n_boot: int) -> None:
     """``eval pvq --merge``: merge gain files under RUN/evals/ into one (see evals.pvq.merge_results)."""
     from valuemech.evals.pvq import merge_results
-    from valuemech.io import atomic_write_json, parse_json
+    from valuemech.io import atomic_write_json, load_json
     from valuemech.pipeline import open_run
 
     rd, _ = open_run(run_dir)
@@ -593,7 +593,7 @@ def _merge_pvq(run_dir: Path, merge: str, out: Optional[str], n_boot: int) -> No
         path = rd.root / "evals" / n
         if "/" in n or "\\" in n or not path.is_file():
             raise ValuemechError(f"--merge: no file {n!r} under {rd.root / 'evals'}")
-        parts[n] = parse_json(path.read_text(encoding="utf-8"), str(path))
+        parts[n] = load_json(path)
     res = merge_results(parts, n_boot)
     fmt = "forced" if res.get("format") == "forced_choice" else "likert"
     out_path = rd.root / "evals" / (out or ("pvq.json" if fmt == "likert" else "pvq_forced.json"))

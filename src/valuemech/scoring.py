@@ -84,11 +84,6 @@ def prefix_forward(lm: LoadedModel, prefix: list[int]):
     return cache, out.logits[0, -1]
 
 
-def _prefix_cache(lm: LoadedModel, prefix: list[int]):
-    """The KV cache of ``prefix`` (None when it cannot be reused; see :func:`prefix_forward`)."""
-    return prefix_forward(lm, prefix)[0]
-
-
 @torch.no_grad()
 def next_token_probs(lm: LoadedModel, prompts: list[list[int]], batch_size: int = 16,
                      prefix_cache: bool = True, columns: list[int] | None = None) -> torch.Tensor:
@@ -105,7 +100,7 @@ def next_token_probs(lm: LoadedModel, prompts: list[list[int]], batch_size: int 
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     plen = _common_prefix_len(prompts) if prefix_cache and len(prompts) > 1 else 0
     plen = min(plen, min(len(p) for p in prompts) - 1) if plen else 0
-    cache = _prefix_cache(lm, prompts[0][:plen]) if plen >= 8 else None
+    cache = prefix_forward(lm, prompts[0][:plen])[0] if plen >= 8 else None
     if cache is None:
         plen = 0
     width = len(columns) if columns is not None else lm.model.get_output_embeddings().weight.shape[0]

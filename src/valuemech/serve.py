@@ -140,12 +140,18 @@ def _prompt_ids(lm: LoadedModel, messages: list[Message]) -> list[int]:
     return list(lm.tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-@torch.no_grad()
-def choice_logprobs(lm: LoadedModel, prompt: list[int], choices: list[str]) -> list[float]:
-    """Total log-probability of each choice's tokens after ``prompt`` (one batched forward)."""
+def choice_token_ids(lm: LoadedModel, choices: list[str]) -> list[list[int]]:
+    """Each guided choice's token ids; an empty one is a 400."""
     conts = [lm.tokenizer.encode(c, add_special_tokens=False) for c in choices]
     if any(not c for c in conts):
         raise HTTPException(400, "guided_choice entries must be non-empty")
+    return conts
+
+
+@torch.no_grad()
+def choice_logprobs(lm: LoadedModel, prompt: list[int], choices: list[str]) -> list[float]:
+    """Total log-probability of each choice's tokens after ``prompt`` (one batched forward)."""
+    conts = choice_token_ids(lm, choices)
     ids, mask = left_pad([prompt + c for c in conts], lm.tokenizer.pad_token_id)
     pos = padded_positions(mask)
     dev = lm.device
@@ -216,8 +222,8 @@ def create_app(lm: LoadedModel, run_dir: Path | None = None, model_name: str | N
         if ctx and len(prompt) + (0 if req.guided_choice else req.max_tokens) > ctx:
             raise HTTPException(400, f"prompt of {len(prompt)} tokens + max_tokens {req.max_tokens} exceeds the "
                                      f"model's context of {ctx} tokens")
-        if req.guided_choice and any(not lm.tokenizer.encode(c, add_special_tokens=False) for c in req.guided_choice):
-            raise HTTPException(400, "guided_choice entries must be non-empty")
+        if req.guided_choice:
+            choice_token_ids(lm, req.guided_choice)  # refused before waiting for the model
         steering = store.context(req.steering, lm)  # validated here, before waiting for the model; hooks go on at enter
         with lock:
             with steering:

@@ -68,6 +68,11 @@ FORCED = {
 }
 
 
+def lang_order(lang: str) -> int:
+    """Sort key: the built-in languages in LANGS order, any other language after them."""
+    return LANGS.index(lang) if lang in LANGS else len(LANGS)
+
+
 @dataclass(frozen=True)
 class PVQItem:
     id: str
@@ -237,7 +242,7 @@ def pvq_gains(lm: LoadedModel, conditions: dict[str, object], items: list[PVQIte
     """
     from tqdm.auto import tqdm
 
-    langs = sorted({it.lang for it in items}, key=lambda l: LANGS.index(l) if l in LANGS else 99)
+    langs = sorted({it.lang for it in items}, key=lang_order)
     base = {lang: likert_scores(lm, [it for it in items if it.lang == lang], batch_size) for lang in langs}
     out: dict = {"baseline": {lang: base[lang].summary() for lang in langs}, "rows": {}}
     total = len(conditions) * len(langs) * len(values)
@@ -279,7 +284,7 @@ def forced_gains(lm: LoadedModel, conditions: dict[str, object], items: list[PVQ
     """
     from tqdm.auto import tqdm
 
-    langs = sorted({it.lang for it in items}, key=lambda l: LANGS.index(l) if l in LANGS else 99)
+    langs = sorted({it.lang for it in items}, key=lang_order)
     rng_pairs: dict[tuple[str, str], list[tuple[PVQItem, PVQItem]]] = {}
     for lang in langs:
         by_value: dict[str, list[PVQItem]] = {}
@@ -352,7 +357,7 @@ def merge_results(parts: dict[str, dict], n_boot: int = 1000) -> dict:
                         raise ValuemechError(f"{name}: {row}/{lang}/{v} gain {c['gain']:+.6f} differs from an "
                                              f"earlier file's {into[v]['gain']:+.6f}")
                     into.setdefault(v, c)
-        langs = sorted(cells, key=lambda l: LANGS.index(l) if l in LANGS else 99)
+        langs = sorted(cells, key=lang_order)
         merged = {l: language_summary({v: cells[l][v] for v in VALUES if v in cells[l]}, n_boot) for l in langs}
         merged["mean"] = mean_summary(merged, n_boot)
         rows[row] = merged
@@ -360,8 +365,7 @@ def merge_results(parts: dict[str, dict], n_boot: int = 1000) -> dict:
     for name in names:
         for k, b in parts[name].get("baseline", {}).items():
             baseline.setdefault(k, b)
-    order = lambda k: LANGS.index(k.split(".")[0]) if k.split(".")[0] in LANGS else 99  # noqa: E731
-    baseline = dict(sorted(baseline.items(), key=lambda kv: order(kv[0])))
+    baseline = dict(sorted(baseline.items(), key=lambda kv: lang_order(kv[0].split(".")[0])))  # forced: "lang.value"
     values = [v for v in VALUES if any(v in cell.get("per_value", {}) for row in rows.values()
                                        for lang, cell in row.items() if lang != "mean")]
     out = {k: v for k, v in first.items() if k not in ("rows", "baseline", "values")}

@@ -29,7 +29,8 @@ def sweep(lm: LoadedModel, source: SteeringSource, components: list[str], layers
     ``items`` replaces the built-in multiple-choice set (e.g. from ``load_mmlu_csv``); ``n_items``
     keeps its first n; ``mc_scoring`` is ``cloze`` or ``letter`` (see ``capability.mc_accuracy``).
     """
-    items = (items or builtin_mc())[:n_items] if n_items else (items or builtin_mc())
+    items = items or builtin_mc()
+    items = items[:n_items] if n_items else items
     texts = neutral_texts()[:n_texts]
     base_acc, _ = mc_accuracy(lm, items, scoring=mc_scoring)
     base_lp = next_token_logprobs(lm, texts)
