@@ -43,7 +43,7 @@ def make_source(lm, seed: int = 0):
 
 def encode(lm, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-padded chat prompts for ``texts``."""
-    from valuemech.generate import left_pad
+    from valuemech.batching import left_pad
 
     return left_pad([lm.prompt_ids(t, None) for t in texts], lm.tokenizer.pad_token_id)
 

@@ -1,11 +1,11 @@
-"""The circumplex (valuemech.circumplex): Procrustes fit, permutation test and cosine matrix."""
+"""The circumplex (valuemech.evals.circumplex): Procrustes fit, permutation test and cosine matrix."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from valuemech.circumplex import circle, cosine_matrix, fit_circumplex, procrustes_r2
+from valuemech.evals.circumplex import circle, cosine_matrix, fit_circumplex, procrustes_r2
 from valuemech.values import VALUES
 
 

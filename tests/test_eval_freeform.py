@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from valuemech.rundir import RunDir
 from valuemech.evals import freeform
 from valuemech.evals.common import EvalOptions
 
@@ -31,7 +32,7 @@ def test_evaluate_on_a_tiny_model(tiny_llama, tmp_path):
     (tmp_path / "config.yaml").write_text("preset: smoke\njudge: {name: random, options: {rate: 0.5}}\n")
     opts = EvalOptions(components=["prompted"], alpha=0.0, values=["power", "tradition"], limit=2,
                        max_new_tokens=6, progress=False, n_boot=20, judge="random", judge_options={"rate": 0.5})
-    res = freeform.evaluate(tiny_llama, _source(tiny_llama), opts, run_root=tmp_path)
+    res = freeform.evaluate(tiny_llama, _source(tiny_llama), opts, run=RunDir(tmp_path))
     json.dumps(res)
     st = res["settings"]
     assert st["judge"] == "random" and st["labelling_judge"] == "random" and st["circular"] is True

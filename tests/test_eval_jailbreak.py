@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import make_source as _source
+from valuemech.rundir import RunDir
 from valuemech.errors import ValuemechError
 from valuemech.evals import jailbreak
 from valuemech.evals.common import EvalOptions
@@ -139,7 +140,7 @@ def test_evaluate_end_to_end(tiny_llama, tmp_path, monkeypatch):
     monkeypatch.setattr(jailbreak._Guard, "__call__", lambda self, ctx: computed.append(1) or fake)
     opts = EvalOptions(alphas=[0.0, 0.5], values=["power", "benevolence"], items=str(items), max_new_tokens=4,
                        temperature=0.0, batch_size=2, n_boot=50, progress=False)
-    res = evaluate(lm, _source(lm), opts, run_root=tmp_path)
+    res = evaluate(lm, _source(lm), opts, run=RunDir(tmp_path))
     json.dumps(res)
     assert res["eval"] == "jailbreak" and set(res) == {"eval", "settings", "items", "aggregates"}
     names = ["baseline"] + [n for a in ("0", "0.5") for n in

@@ -333,7 +333,7 @@ def read_run(root: Path) -> None:
     summary_rows(rd)
     SteeringSource.from_run(root)
     load_neurons(rd.neurons_json)
-    chosen_settings(root)  # what every evaluation reads from evals/sweep.json
+    chosen_settings(rd)  # what every evaluation reads from evals/sweep.json
     run_markdown(root)
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from valuemech.rundir import RunDir
 from valuemech.report.findings import compliance, diversity, findings, steerability, verdict
 from valuemech.values import VALUES
 
@@ -68,7 +69,7 @@ def test_verdict_rule():
                                                        (-0.5, -1.0, "not supported")])  # prompted lowers the target
 def test_steerability_verdicts(tmp_path, prompted, intrinsic, want):
     _pvq(tmp_path, prompted, intrinsic)
-    f = steerability(tmp_path / "evals", n_boot=200)
+    f = steerability(RunDir(tmp_path), n_boot=200)
     assert f.verdict == want and f.n == 20 and f.source == "evals/pvq.json"
     assert f.effect == pytest.approx(prompted - intrinsic, abs=0.05)
 
@@ -77,19 +78,19 @@ def test_steerability_verdicts(tmp_path, prompted, intrinsic, want):
                                                        (0.35, 0.35, "inconclusive")])
 def test_diversity_verdicts(tmp_path, intrinsic, prompted, want):
     _diversity(tmp_path, intrinsic, prompted)
-    f = diversity(tmp_path / "evals", n_boot=200)
+    f = diversity(RunDir(tmp_path), n_boot=200)
     assert f.verdict == want and f.n == 6
 
 
 def test_compliance_verdicts(tmp_path):
     n = 30
     _jailbreak(tmp_path, [False] * n, [True] * n)  # steering: every request complied; control: all refused
-    f = compliance(tmp_path / "evals", n_boot=200)
+    f = compliance(RunDir(tmp_path), n_boot=200)
     assert f.verdict == "supported" and f.effect == pytest.approx(1.0) and f.n == n
     _jailbreak(tmp_path, [True] * n, [False] * n)
-    assert compliance(tmp_path / "evals", n_boot=200).verdict == "not supported"
+    assert compliance(RunDir(tmp_path), n_boot=200).verdict == "not supported"
     _jailbreak(tmp_path, [i % 2 == 0 for i in range(n)], [i % 2 == 1 for i in range(n)])
-    g = compliance(tmp_path / "evals", n_boot=200)
+    g = compliance(RunDir(tmp_path), n_boot=200)
     assert g.verdict == "inconclusive" and g.effect == pytest.approx(0.0)
 
 
@@ -98,7 +99,7 @@ def test_missing_evaluations_are_reported_not_failed(tmp_path):
     assert [f.verdict for f in fs] == ["missing"] * 3
     (tmp_path / "evals").mkdir()
     (tmp_path / "evals" / "pvq.json").write_text("{not json")
-    assert steerability(tmp_path / "evals").verdict == "missing"
+    assert steerability(RunDir(tmp_path)).verdict == "missing"
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +110,8 @@ def smoke_report(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("report") / "run"
     runner = CliRunner()
-    res = runner.invoke(app, ["run", "--preset", "smoke", "--out", str(out), "--quiet"])
+    six = "value_portrait,dilemmas,freeform,diversity,instruct,jailbreak"  # not sweep/pvq/circumplex: listed as missing
+    res = runner.invoke(app, ["run", "--preset", "smoke", "--out", str(out), "--quiet", "--evals", six])
     assert res.exit_code == 0, res.output
     assert (out / "report.html").exists()  # the pipeline's last stage
     return out

@@ -34,7 +34,8 @@ def test_option_probabilities_equal_hand_computation_from_logits(tiny_llama):
 
 def test_prefix_cached_option_probabilities_equal_the_plain_ones(tiny_any):
     from valuemech.evals.pvq import OPTIONS, builtin_items, likert_prompts
-    from valuemech.scoring import _common_prefix_len, option_probabilities
+    from valuemech.batching import common_prefix_len as _common_prefix_len
+    from valuemech.scoring import option_probabilities
 
     lm = tiny_any
     prompts = likert_prompts(lm, builtin_items(["en"])[:7], reverse=False)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from valuemech.errors import ValuemechError
-from valuemech.generate import left_pad
+from valuemech.batching import left_pad
 from valuemech.values import VALUES
 from valuemech.vectors import DiffMeansAccumulator, ValueVectors, extract_vectors, response_means
 

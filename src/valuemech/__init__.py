@@ -24,7 +24,7 @@ _EXPORTS = {
     "make_config": "valuemech.config",
     "load_config": "valuemech.config",
     "RunConfig": "valuemech.config",
-    "RunDir": "valuemech.pipeline",
+    "RunDir": "valuemech.rundir",
     "Pipeline": "valuemech.pipeline",
     "open_run": "valuemech.pipeline",
     "run_pipeline": "valuemech.pipeline",

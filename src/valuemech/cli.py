@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import inspect
 import re
 import sys
 from pathlib import Path
@@ -32,15 +34,15 @@ def _log(message: str) -> None:
     err.print(message, highlight=False, markup=False)
 
 
-def _run_model_source(run_dir: Path):
-    """Open a run, load its model, and its vectors/components checked against that model."""
+def _run_model_source(run_dir: Path, model: bool = True):
+    """Open a run, load its model (unless ``model`` is false), and its vectors/components checked against it."""
     from valuemech.models.loading import load_model
     from valuemech.pipeline import open_run
     from valuemech.steering import SteeringSource
 
     rd, cfg = open_run(run_dir)
-    lm = load_model(cfg.model)
-    return rd, cfg, lm, SteeringSource.from_run(rd.root, lm)
+    lm = load_model(cfg.model) if model else None
+    return rd, cfg, lm, SteeringSource.from_run(rd, lm)
 
 
 def friendly(fn):
@@ -95,7 +97,8 @@ def _default_out(preset: str, model: str) -> Path:
 
 
 def _print_summary(root: Path) -> None:
-    from valuemech.pipeline import RunDir, summary_rows
+    from valuemech.pipeline import summary_rows
+    from valuemech.rundir import RunDir
 
     rows, layer = summary_rows(RunDir(root))
     table = Table(title=f"value vectors in {root} (counts: expressing/not)")
@@ -140,7 +143,7 @@ def run(
     endpoint: Optional[str] = typer.Option(None, "--endpoint", help="Generate through this OpenAI-compatible base URL."),
     endpoint_model: Optional[str] = typer.Option(None, "--endpoint-model", help="Model name to request from --endpoint."),
     endpoint_key_env: Optional[str] = typer.Option(None, "--endpoint-key-env", help="Env variable holding the endpoint's API key."),
-    stages: str = typer.Option("all", help="Comma list of stages (generate,label,extract,decompose,neurons,evaluate)."),
+    stages: str = typer.Option("all", help="Comma list of stages (generate,label,extract,decompose,neurons,evaluate,report)."),
     evals: Optional[str] = typer.Option(None, help='Evaluations for the evaluate stage: comma list, "all" or "none".'),
     dtype: Optional[str] = DtypeOpt, device: Optional[str] = DeviceOpt,
     device_map: Optional[str] = DeviceMapOpt, threads: Optional[int] = ThreadsOpt,
@@ -149,7 +152,7 @@ def run(
 ) -> None:
     """Run the pipeline (generate -> label -> extract -> decompose -> neurons -> evaluate) and print a summary."""
     from valuemech.config import load_config, make_config
-    from valuemech.pipeline import STAGES, Pipeline, open_run
+    from valuemech.pipeline import STAGES, Pipeline, open_run, stage_spec
 
     ov = _overrides(model, dtype, device, device_map, threads, trust_remote_code, layers_path,
                     mlp_down_path, seed, n_queries, queries, judge, batch_size, prompted_mode, values)
@@ -161,9 +164,11 @@ def run(
         ov.setdefault("judge", {"name": judge or make_config(preset).judge.name})
         ov["judge"]["options"] = _judge_options(judge_options)
     if evals is not None:
-        from valuemech.evals.registry import EVALS
+        from valuemech.evals.registry import EVALS, get_eval
 
         names = list(EVALS) if evals == "all" else [] if evals == "none" else [e.strip() for e in evals.split(",") if e.strip()]
+        for n in names:
+            get_eval(n)
         ov.setdefault("evaluate", {})["evals"] = names
     if config is not None:
         base = load_config(config)
@@ -172,7 +177,7 @@ def run(
         cfg = make_config(preset, ov)
     out = out or _default_out(cfg.preset, cfg.model.name)
     run_dir, cfg = open_run(out, cfg)
-    chosen = STAGES if stages == "all" else tuple(s.strip() for s in stages.split(",") if s.strip())
+    chosen = STAGES if stages == "all" else tuple(stage_spec(s.strip()).name for s in stages.split(",") if s.strip())
     pipe = Pipeline(run_dir, cfg, progress=not quiet, log=_log)
     pipe.run_all(chosen)
     _print_summary(run_dir.root)
@@ -187,7 +192,7 @@ def _merge_dicts(base: dict, upd: dict) -> dict:
     return out
 
 
-def _stage_command(stage: str) -> None:
+def _stage_command(stage: str, doc: str) -> None:
     @friendly
     def command(run_dir: Path = RunOpt, quiet: bool = QuietOpt,
                 force: bool = typer.Option(False, help="Redo the stage even if complete.")) -> None:
@@ -196,18 +201,19 @@ def _stage_command(stage: str) -> None:
         rd, cfg = open_run(run_dir)
         Pipeline(rd, cfg, progress=not quiet, log=_log).run_stage(stage, force)
 
-    command.__doc__ = {
-        "generate": "Generate intrinsic and prompted responses into RUN/responses.jsonl (resumable).",
-        "extract": "Extract difference-in-means value vectors into RUN/vectors.safetensors.",
-        "decompose": "Split vectors into shared/unique components: RUN/components.safetensors, decompose.json.",
-        "neurons": "Find and classify value neurons (shared / intrinsic / prompted) into RUN/neurons.json.",
-        "evaluate": "Run the evaluations listed in the run's config (evaluate.evals) into RUN/evals/<name>.json.",
-    }[stage]
+    command.__doc__ = doc
     app.command(name=stage)(command)
 
 
-for _stage in ("generate", "extract", "decompose", "neurons", "evaluate"):
-    _stage_command(_stage)
+def _register_stages() -> None:
+    from valuemech.pipeline import STAGE_TABLE
+
+    for spec in STAGE_TABLE:
+        if spec.name not in ("label", "report"):  # those two have commands of their own (below)
+            _stage_command(spec.name, spec.doc)
+
+
+_register_stages()
 
 
 @app.command()
@@ -457,219 +463,85 @@ def _ints(text: str, what: str) -> list[int]:
         raise ValuemechError(f"{what} must be a comma list of integers, not {text!r}") from None
 
 
-@app.command()
-@friendly
-def sweep(run_dir: Path = RunOpt,
-          components: str = typer.Option("intrinsic,prompted,intrinsic_orth,prompted_orth,shared,intrinsic_unique,prompted_unique,mean_delta",
-                                         help="Comma list of components."),
-          layers: Optional[str] = typer.Option(None, help="Comma list of blocks (default: the middle block)."),
-          alphas: str = typer.Option("0.05,0.1,0.2,0.4,0.8", help="Relative α grid (x residual norm)."),
-          probe_value: str = typer.Option("benevolence", "--probe-value", help="Value whose components are swept."),
-          max_drop: float = typer.Option(5.0, "--max-drop", help="Largest accuracy drop allowed (points)."),
-          max_kl: Optional[float] = typer.Option(None, "--max-kl", help="Largest KL on neutral text allowed."),
-          n_items: int = typer.Option(80, "--n-items", help="Multiple-choice items used by the guard."),
-          mc_scoring: str = typer.Option("cloze", "--mc-scoring", help="cloze (likelihood of each option's text) "
-                                         "or letter (most probable of A-D after the listed options)."),
-          mmlu: Optional[Path] = typer.Option(None, help="MMLU CSV file, or a directory of them, instead of the "
-                                              "built-in general-knowledge items."),
-          quiet: bool = QuietOpt) -> None:
-    """Guard curves (MC accuracy drop, KL) over α per component; picks the largest safe α -> RUN/evals/sweep.json."""
-    from valuemech.evals.capability import SCORINGS, load_mmlu_csv
-    from valuemech.evals.sweep import sweep as run_sweep
-    from valuemech.io import atomic_write_json
-    from valuemech.steering import COMPONENTS
-    from valuemech.values import canonical_value
-
-    comps = [c.strip() for c in components.split(",") if c.strip()]
-    bad = [c for c in comps if c not in COMPONENTS]
-    if bad:
-        raise ValuemechError(f"unknown component {bad[0]!r}; choose from {', '.join(COMPONENTS)}")
-    if mc_scoring not in SCORINGS:
-        raise ValuemechError(f"--mc-scoring must be one of {', '.join(SCORINGS)}, not {mc_scoring!r}")
-    items = None
-    if mmlu is not None:
-        files = sorted(mmlu.glob("*.csv")) if mmlu.is_dir() else [mmlu]
-        if not files:
-            raise ValuemechError(f"--mmlu: no .csv files in {mmlu}")
-        items = [it for f in files for it in load_mmlu_csv(f)]
-    rd, _, lm, source = _run_model_source(run_dir)
-    layer_list = _ints(layers, "--layers") if layers else [lm.n_layers // 2]
-    for l in layer_list:
-        lm.arch.check_layer(l)
-    res = run_sweep(lm, source, comps, layer_list, _floats(alphas, "--alphas"), canonical_value(probe_value),
-                    max_drop, max_kl, n_items, progress=not quiet, mc_scoring=mc_scoring, items=items)
-    res["mc_items"] = str(mmlu) if mmlu is not None else "builtin:general_knowledge_mc"
-    atomic_write_json(rd.root / "evals" / "sweep.json", res)
-    table = Table(title=f"chosen α (accuracy drop < {max_drop:g} pts{'' if max_kl is None else f', KL < {max_kl:g}'}); "
-                        f"baseline accuracy {res['baseline_accuracy']:.3f} on {res['n_items']} items ({mc_scoring})")
-    for col in ("component", "block", "α", "accuracy drop", "KL"):
-        table.add_column(col)
-    for comp, ch in res["chosen"].items():
-        table.add_row(comp, *(["-"] * 4 if ch is None else
-                              [str(ch["layer"]), f"{ch['alpha']:g}", f"{ch['accuracy_drop']:.1f}", f"{ch['kl']:.3f}"]))
-    console.print(table)
-    console.print(f"written: {rd.root / 'evals' / 'sweep.json'}")
+def _option_param(f) -> inspect.Parameter:
+    """The CLI option of one field of an evaluation's options (comma lists for lists, JSON for mappings)."""
+    meta = f.metadata or {}
+    flag = meta.get("flag") or "--" + f.name.replace("_", "-")
+    default = f.default if f.default is not dataclasses.MISSING else (
+        f.default_factory() if f.default_factory is not dataclasses.MISSING else None)  # type: ignore[misc]
+    kind = str(f.type)
+    help_ = meta.get("help", "")
+    if kind == "bool":
+        return inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=bool,
+                                 default=typer.Option(default, f"{flag}/--no-{flag[2:]}", help=help_))
+    shown = ",".join(map(str, default)) if isinstance(default, list) else default
+    if shown not in (None, "", {}):
+        help_ += f" (default: {shown})"
+    typ = {"int": Optional[int], "int | None": Optional[int], "float": Optional[float],
+           "float | None": Optional[float]}.get(kind, Optional[str])
+    return inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=typ,
+                             default=typer.Option(None, flag, help=help_))
 
 
-@eval_app.command("pvq")
-@friendly
-def eval_pvq(run_dir: Path = RunOpt,
-             langs: str = typer.Option("en,zh,es,fr,ko", help="Languages of the built-in portraits."),
-             items_file: Optional[Path] = typer.Option(None, "--items", help="A PVQ file (JSON/CSV) instead of the built-in items."),
-             values: str = typer.Option("all", help="Target values (comma list)."),
-             components: str = typer.Option("intrinsic,prompted,intrinsic_orth,prompted_orth,shared,intrinsic_unique,prompted_unique",
-                                            help="Components to steer with."),
-             layer: Optional[int] = typer.Option(None, help="Block (default: from evals/sweep.json, else the middle block)."),
-             alpha: Optional[float] = typer.Option(None, help="Relative α for every component (default: from evals/sweep.json)."),
-             beta: float = typer.Option(3.0, help="Neuron-class scaling factor (0 skips neuron rows)."),
-             control: bool = typer.Option(True, help="Add a same-norm random-direction control row."),
-             fmt: str = typer.Option("likert", "--format", help="likert | forced (forced choice, for degenerate raters)."),
-             alphas: Optional[str] = typer.Option(None, help="α grid: one row per component and α (gain vs. α, the "
-                                                  "paper's Figures 4-5) -> RUN/evals/pvq_alpha.json; no neuron rows."),
-             out: Optional[str] = typer.Option(None, help="File name under RUN/evals/ (default pvq.json, "
-                                               "pvq_forced.json or pvq_alpha.json), e.g. to split languages over runs."),
-             merge: Optional[str] = typer.Option(None, help="Comma list of PVQ files under RUN/evals/ written by "
-                                                 "separate runs (split languages or values) to merge into --out "
-                                                 "(default pvq.json); loads no model."),
-             n_boot: int = typer.Option(1000, "--n-boot"),
-             quiet: bool = QuietOpt) -> None:
-    """PVQ target-value gain per component, neuron class and control, per language -> RUN/evals/pvq.json."""
-
-    from valuemech.evals.common import EvalOptions, build_conditions
-    from valuemech.evals.pvq import builtin_items, forced_gains, load_items, pvq_gains
-    from valuemech.neurons import load_neurons
-    from valuemech.io import atomic_write_json
-    from valuemech.steering import COMPONENTS
-    from valuemech.values import parse_values
-
-    if fmt not in ("likert", "forced"):
-        raise ValuemechError(f"--format must be likert or forced, not {fmt!r}")
-    if out is not None and ("/" in out or "\\" in out or not out.endswith(".json")):
-        raise ValuemechError(f"--out must be a file name ending in .json, not {out!r}")
-    if merge:
-        _merge_pvq(run_dir, merge, out, n_boot)
-        return
-    comps = [c.strip() for c in components.split(",") if c.strip()]
-    bad = [c for c in comps if c not in COMPONENTS or c == "mean_delta"]
-    if bad:
-        raise ValuemechError(f"unknown or value-agnostic component {bad[0]!r} for a PVQ gain")
-    vals = parse_values(values)
-    items = load_items(items_file) if items_file else builtin_items([l.strip() for l in langs.split(",")])
-    rd, _, lm, source = _run_model_source(run_dir)
-    neurons = load_neurons(rd.neurons_json) if beta and rd.neurons_json.exists() else None
-    if alphas:
-        conditions, settings = {}, {}
-        for a in _floats(alphas, "--alphas"):
-            conds, sets = build_conditions(lm, source, EvalOptions(components=comps, layer=layer, alpha=a, beta=0,
-                                                                   control=control), rd.root)
-            conditions.update({f"{k}@{a:g}": f for k, f in conds.items()})
-            settings.update({f"{k}@{a:g}": {**st, "component": k} for k, st in sets.items()})
-    else:
-        conditions, settings = build_conditions(lm, source, EvalOptions(components=comps, layer=layer, alpha=alpha,
-                                                                        beta=beta, control=control), rd.root, neurons)
-    gains = pvq_gains if fmt == "likert" else forced_gains
-    res = gains(lm, conditions, items, vals, n_boot=n_boot, progress=not quiet)
-    res["settings"] = settings
-    res["values"] = vals
-    out_path = rd.root / "evals" / ("pvq.json" if fmt == "likert" else "pvq_forced.json")
-    if alphas:
-        out_path = out_path.with_name(out_path.stem + "_alpha.json")
-    if out:
-        out_path = out_path.with_name(out)
-    atomic_write_json(out_path, res)
-    _print_pvq(res, fmt, out_path)
+def _parse_option(f, text):
+    """A CLI value of one options field, parsed to the field's type (None: not given)."""
+    if text is None:
+        return None
+    kind = str(f.type)
+    flag = (f.metadata or {}).get("flag") or "--" + f.name.replace("_", "-")
+    if f.name == "values":
+        return text  # value names, "all" or a comma list: the registry parses them
+    if kind.startswith("list[float]"):
+        return _floats(text, flag)
+    if kind.startswith("list[int]"):
+        return _ints(text, flag)
+    if kind.startswith("list[str]"):
+        return [x.strip() for x in text.split(",") if x.strip()]
+    if kind.startswith("dict"):
+        return _judge_options(text) if text else None
+    return text
 
 
-def _merge_pvq(run_dir: Path, merge: str, out: Optional[str], n_boot: int) -> None:
-    """``eval pvq --merge``: merge gain files under RUN/evals/ into one (see evals.pvq.merge_results)."""
-    from valuemech.evals.pvq import merge_results
-    from valuemech.io import atomic_write_json, load_json
-    from valuemech.pipeline import open_run
+def _eval_command(ev) -> None:
+    """Register ``valuemech eval <name>`` (and ``valuemech <name>`` for aliases) from the evaluation's
+    options dataclass: one flag per field, then ``evals.registry.run_eval``."""
+    from valuemech.evals.registry import option_fields
 
-    rd, _ = open_run(run_dir)
-    names = [n.strip() for n in merge.split(",") if n.strip()]
-    parts = {}
-    for n in names:
-        path = rd.root / "evals" / n
-        if "/" in n or "\\" in n or not path.is_file():
-            raise ValuemechError(f"--merge: no file {n!r} under {rd.root / 'evals'}")
-        parts[n] = load_json(path)
-    res = merge_results(parts, n_boot)
-    fmt = "forced" if res.get("format") == "forced_choice" else "likert"
-    out_path = rd.root / "evals" / (out or ("pvq.json" if fmt == "likert" else "pvq_forced.json"))
-    atomic_write_json(out_path, res)
-    _print_pvq(res, fmt, out_path)
-
-
-def _print_pvq(res: dict, fmt: str, out_path: Path) -> None:
-    """The PVQ gain table, degenerate-rater warnings and the written path."""
-    langs_found = [k for k in next(iter(res["rows"].values())) if k != "mean"]
-    unit = "6-pt scale" if fmt == "likert" else "win probability"
-    table = Table(title=f"PVQ target-value gain ({unit}; mean over values, 95% bootstrap CI)")
-    table.add_column("condition")
-    for l in langs_found + ["mean"]:
-        table.add_column(l, justify="right")
-    for name, row in res["rows"].items():
-        table.add_row(name, *[f"{row[l]['gain']:+.3f} [{row[l]['gain_ci'][0]:+.2f}, {row[l]['gain_ci'][1]:+.2f}]"
-                              for l in langs_found + ["mean"]])
-    console.print(table)
-    for l, b in res["baseline"].items() if fmt == "likert" else ():
-        if b["degenerate"]:
-            console.print(f"[yellow]warning[/]: {l}: degenerate Likert rater (argmax counts {b['argmax_counts']}, "
-                          f"option mass {b['mean_option_mass']:.2f}); try --format forced")
-    console.print(f"written: {out_path}")
-
-
-def _eval_command(name: str, doc: str) -> None:
-    """Register ``valuemech eval <name>``: the shared evaluation options, then evals.registry.run_eval."""
+    fields = option_fields(ev.options_type())
 
     @friendly
-    def command(run_dir: Path = RunOpt,
-                components: Optional[str] = typer.Option(None, help="Comma list of components to steer with."),
-                layer: Optional[int] = typer.Option(None, help="Block (default: evals/sweep.json, else the middle block)."),
-                alpha: Optional[float] = typer.Option(None, help="Relative α (default: evals/sweep.json, else 0.2)."),
-                alphas: Optional[str] = typer.Option(None, help="Relative α grid (instruct, jailbreak)."),
-                values: Optional[str] = typer.Option(None, help="Target values (comma list; default all)."),
-                beta: Optional[float] = typer.Option(None, help="Neuron-class scaling β (0: no neuron rows)."),
-                control: bool = typer.Option(True, help="Add the same-norm random-direction control."),
-                limit: Optional[int] = typer.Option(None, help="Use only the first N items / queries."),
-                items: Optional[str] = typer.Option(None, help="A dataset file in the evaluation's public format."),
-                column: Optional[str] = typer.Option(None, help="Text column of --items (jailbreak; default: goal, "
-                                                     "Behavior, ... whichever is present)."),
-                judge: Optional[str] = typer.Option(None, help="Judge that scores generated text."),
-                judge_options: Optional[str] = typer.Option(None, "--judge-options", help="Judge options as JSON."),
-                max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens"),
-                temperature: Optional[float] = typer.Option(None, help="Sampling temperature (0: greedy)."),
-                samples: Optional[int] = typer.Option(None, help="Generations per prompt."),
-                seed: Optional[int] = typer.Option(None),
-                batch_size: Optional[int] = typer.Option(None, "--batch-size"),
-                n_boot: Optional[int] = typer.Option(None, "--n-boot"),
-                quiet: bool = QuietOpt) -> None:
-        from valuemech.evals.registry import eval_path, get_eval, make_options, markdown, run_eval
+    def command(**kwargs) -> None:
+        from valuemech.evals.registry import make_options, run_eval, summary
 
-        get_eval(name)
-        raw = {"components": components and [c.strip() for c in components.split(",") if c.strip()],
-               "layer": layer, "alpha": alpha, "alphas": alphas and _floats(alphas, "--alphas"),
-               "values": values, "beta": beta, "limit": limit, "items": items, "column": column, "judge": judge,
-               "judge_options": _judge_options(judge_options) if judge_options else None,
-               "max_new_tokens": max_new_tokens, "temperature": temperature, "samples": samples,
-               "seed": seed, "batch_size": batch_size, "n_boot": n_boot}
-        opts = make_options({k: v for k, v in raw.items() if v is not None})
-        opts.control, opts.progress = control, not quiet
-        rd, _, lm, source = _run_model_source(run_dir)
-        result = run_eval(name, lm, source, opts, rd.root)
-        console.print(markdown(name, result), markup=False, highlight=False)
-        console.print(f"written: {eval_path(rd.root, name)}")
+        quiet = kwargs.pop("quiet", False)
+        raw = {k: _parse_option(fields[k], v) for k, v in kwargs.items() if k in fields and str(fields[k].type) != "bool"}
+        raw = {k: v for k, v in raw.items() if v is not None}
+        raw |= {k: v for k, v in kwargs.items() if k in fields and str(fields[k].type) == "bool" and k != "progress"}
+        if "progress" in fields:
+            raw["progress"] = not quiet
+        opts = make_options(raw, ev.name)  # checked before the model loads
+        rd, _, lm, source = _run_model_source(kwargs["run_dir"], model=ev.needs_model(opts))
+        result = run_eval(ev.name, lm, source, opts, rd)
+        console.print(summary(ev.name, result), markup=False, highlight=False)
+        console.print(f"written: {rd.eval_path(ev.output(opts, result))}")
 
-    command.__doc__ = f"{doc} -> RUN/evals/{name}.json"
-    eval_app.command(name=name)(command)
+    params = [inspect.Parameter("run_dir", inspect.Parameter.KEYWORD_ONLY, annotation=Path, default=RunOpt)]
+    params += [_option_param(f) for name, f in fields.items() if name != "progress"]
+    if "progress" in fields:
+        params.append(inspect.Parameter("quiet", inspect.Parameter.KEYWORD_ONLY, annotation=bool, default=QuietOpt))
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    command.__doc__ = f"{ev.doc} -> RUN/evals/{ev.outputs()[0]}"
+    eval_app.command(name=ev.name)(command)
+    if ev.alias:
+        app.command(name=ev.name)(command)
 
 
 def _register_evals() -> None:
-    from valuemech.evals.registry import EVALS
+    from valuemech.evals.registry import REGISTRY
 
-    for _name, (_module, _doc) in EVALS.items():
-        _eval_command(_name, _doc)
+    for ev in REGISTRY:
+        _eval_command(ev)
 
 
 _register_evals()
@@ -683,35 +555,7 @@ def eval_markdown(run_dir: Path = RunOpt) -> None:
     from valuemech.report.tables import run_markdown
 
     rd, _ = open_run(run_dir)
-    print(run_markdown(rd.root))
-
-
-@eval_app.command("circumplex")
-@friendly
-def eval_circumplex(run_dir: Path = RunOpt,
-                    layer: Optional[int] = typer.Option(None, help="Block (default: the middle block)."),
-                    n_permutations: int = typer.Option(1000, "--n-permutations")) -> None:
-    """PCA of the u_shared axes (and of the difference axes), Procrustes fit to the circle -> RUN/evals/circumplex.json."""
-    from valuemech.circumplex import cosine_matrix, fit_circumplex
-    from valuemech.io import atomic_write_json
-    from valuemech.pipeline import open_run
-
-    rd, _ = open_run(run_dir)
-    comps = rd.load_components()
-    n_layers = int(comps.metadata["n_layers"])
-    layer = n_layers // 2 if layer is None else layer
-    if not 0 <= layer < n_layers:
-        raise ValuemechError(f"layer {layer} out of range 0..{n_layers - 1}")
-    out = {"layer": layer}
-    for name, comp in (("shared", "shared"), ("difference (control)", "intrinsic_unique")):
-        axes = {k.split(".", 1)[1]: t[layer].numpy() for k, t in comps.tensors.items() if k.startswith(comp + ".")}
-        fit = fit_circumplex(axes, n_permutations)
-        vals, cos = cosine_matrix(axes)
-        out[name] = {"values": fit.values, "explained_2pc": fit.explained_2pc, "r2": fit.r2,
-                     "p_value": fit.p_value, "coords": fit.coords.tolist(), "cosine_matrix": cos.tolist()}
-        console.print(f"{name} axes @ block {layer}: 2 PCs explain {fit.explained_2pc:.3f}; "
-                      f"Procrustes R^2 {fit.r2:.3f}, permutation p = {fit.p_value:.3f} ({n_permutations} permutations)")
-    atomic_write_json(rd.root / "evals" / "circumplex.json", out)
+    print(run_markdown(rd))
 
 
 @app.command()
@@ -724,12 +568,12 @@ def report(run_dir: Path = typer.Argument(..., help="Run directory."),
     from valuemech.report.page import build_report
 
     rd, _ = open_run(run_dir)
-    page = build_report(rd.root, n_boot)
+    page = build_report(rd, n_boot)
     console.print(f"written: {page}")
     if check:
         from valuemech.report.browser import check_page
 
-        res = check_page(page, screenshot=rd.root / "figures" / "screenshot.png")
+        res = check_page(page, screenshot=rd.figures / "screenshot.png")
         console.print(f"chromium: {res.summary()}")
         if not res.ok:
             raise typer.Exit(1)

@@ -119,9 +119,12 @@ PRESETS: dict[str, dict[str, Any]] = {
                        "batch_size": 8},
         "judge": {"name": "random", "options": {"rate": 0.4}},
         "extract": {"batch_size": 8, "min_group": 2},
-        "evaluate": {"evals": ["value_portrait", "dilemmas", "freeform", "diversity", "instruct", "jailbreak"],
+        "evaluate": {"evals": ["sweep", "pvq", "value_portrait", "dilemmas", "freeform", "diversity", "instruct",
+                               "jailbreak", "circumplex"],
                      "options": {"limit": 2, "values": ["power", "benevolence"], "components": ["prompted", "shared"],
-                                 "alphas": [0.1], "max_new_tokens": 8, "n_boot": 50}},
+                                 "alphas": [0.1], "max_new_tokens": 8, "n_boot": 50},
+                     "per_eval": {"sweep": {"n_items": 8}, "pvq": {"langs": ["en"]},
+                                  "circumplex": {"n_permutations": 50}}},
     },
     # The embedded SmolLM2 on a laptop CPU: every value gets responses on both sides.
     # float32: on CPUs without native bf16 (no AVX512-BF16/AMX) bfloat16 ran ~4x slower here.
@@ -228,7 +231,8 @@ def make_config(preset: str = "quick", overrides: dict[str, Any] | None = None) 
 
 
 def validate(cfg: RunConfig) -> None:
-    """Reject settings that cannot work, naming the key."""
+    """Reject settings that cannot work, naming the key. (The ``evaluate`` section's names and options
+    are checked by the evaluation layer, ``valuemech.evals.registry.check_config``, before a run starts.)"""
     from valuemech.values import parse_values
 
     g = cfg.generation
@@ -253,14 +257,6 @@ def validate(cfg: RunConfig) -> None:
         raise ValuemechError("neurons.max_angle must be in (0, 90] degrees")
     if cfg.extract.min_group < 1:
         raise ValuemechError("extract.min_group must be at least 1")
-    from valuemech.evals.registry import EVALS, make_options
-
-    for name in list(cfg.evaluate.evals) + list(cfg.evaluate.per_eval):
-        if name not in EVALS:
-            raise ValuemechError(f"evaluate: unknown evaluation {name!r}; known: {', '.join(EVALS)}")
-    make_options(cfg.evaluate.options)
-    for opts in cfg.evaluate.per_eval.values():
-        make_options({**cfg.evaluate.options, **opts})
 
 
 def load_config(path: Path) -> RunConfig:

@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import save as st_save
-
+from valuemech.artifacts import load_safetensors, save_safetensors
 from valuemech.errors import ValuemechError
-from valuemech.io import atomic_write_bytes, atomic_write_json
-from valuemech.vectors import ValueVectors, _load_safetensors
+from valuemech.io import atomic_write_json
+from valuemech.vectors import ValueVectors
 
-COMPONENTS = ("shared", "intrinsic_unique", "prompted_unique", "intrinsic_orth", "prompted_orth")
+#: Tensor name prefixes of components.safetensors (``<prefix>.<value>``; plus the bare ``mean_delta``).
+TENSOR_PREFIXES = ("shared", "intrinsic_unique", "prompted_unique", "intrinsic_orth", "prompted_orth")
 
 
 def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -97,12 +97,11 @@ class Components:
         return self.tensors[key]
 
     def save(self, path: Path) -> None:
-        tensors = {k: v.to(torch.float32).contiguous() for k, v in self.tensors.items()}
-        atomic_write_bytes(Path(path), st_save(tensors, metadata=self.metadata))
+        save_safetensors(path, self.tensors, self.metadata)
 
     @classmethod
     def load(cls, path: Path) -> "Components":
-        tensors, meta, _ = _load_safetensors(Path(path), "components", COMPONENTS, ("mean_delta",))
+        tensors, meta, _ = load_safetensors(Path(path), "components", TENSOR_PREFIXES, ("mean_delta",))
         return cls(tensors, meta)
 
 

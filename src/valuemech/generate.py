@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from transformers import LogitsProcessor, LogitsProcessorList, TopPLogitsWarper
 
 from valuemech.config import GenerationConfig
+from valuemech.batching import left_pad
 from valuemech.data.queries import Query
 from valuemech.errors import ValuemechError
 from valuemech.io import append_jsonl, read_jsonl, repair_jsonl
@@ -78,23 +79,6 @@ def _batches(jobs: list[Job], lengths: dict[str, int], batch_size: int) -> Itera
     order = sorted(jobs, key=lambda j: (lengths[j.id], j.id))
     for i in range(0, len(order), batch_size):
         yield order[i: i + batch_size]
-
-
-def left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-pad id lists into ``input_ids`` and ``attention_mask`` of shape ``[b, t]``."""
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        if s:
-            ids[i, width - len(s):] = torch.tensor(s, dtype=torch.long)
-            mask[i, width - len(s):] = 1
-    return ids, mask
-
-
-def padded_positions(mask: torch.Tensor) -> torch.Tensor:
-    """Explicit ``position_ids`` for a left-padded batch: 0 at each row's first real token."""
-    return (mask.cumsum(-1) - 1).clamp(min=0)
 
 
 def cut_at_eos(ids: list[int], eos_ids: list[int]) -> tuple[list[int], str]:

@@ -21,11 +21,13 @@ from tqdm.auto import tqdm
 
 from valuemech.decompose import Components
 from valuemech.errors import ValuemechError
-from valuemech.generate import left_pad, padded_positions
+from valuemech.batching import left_pad, padded_positions
 from valuemech.hooks import read_neurons
 from valuemech.models.loading import LoadedModel
 
 CLASSES = ("shared", "intrinsic", "prompted", "none")
+#: The classes a neuron can be steered by (kept neurons of no class are "none").
+NEURON_CLASSES = CLASSES[:3]
 
 
 @dataclass

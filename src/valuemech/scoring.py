@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from valuemech.generate import left_pad, padded_positions
+from valuemech.batching import common_prefix_len, padded_forward, prefix_forward
 from valuemech.models.loading import LoadedModel
 
 
@@ -57,33 +57,6 @@ class OptionScores:
     mass: torch.Tensor  # [n] total probability on the options before normalising
 
 
-def _common_prefix_len(seqs: list[list[int]]) -> int:
-    first = seqs[0]
-    n = min(len(q) for q in seqs)
-    for i in range(n):
-        if any(q[i] != first[i] for q in seqs):
-            return i
-    return n
-
-
-def cache_kwarg(model) -> str:
-    """The forward argument that takes a KV cache ("cache" in transformers 5, else "past_key_values")."""
-    import inspect
-
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-
-
-@torch.no_grad()
-def prefix_forward(lm: LoadedModel, prefix: list[int]):
-    """Run ``prefix``; return (its KV cache, or None when the model's cache has sliding-window
-    layers or cannot be repeated over a batch; the logits ``[vocab]`` at its last position)."""
-    out = lm.model(input_ids=torch.tensor([prefix], device=lm.device), use_cache=True, logits_to_keep=1)
-    cache = out.get("cache") if "cache" in out else out.get("past_key_values")
-    if cache is None or any(getattr(cache, "is_sliding", [False])) or not hasattr(cache, "batch_repeat_interleave"):
-        cache = None
-    return cache, out.logits[0, -1]
-
-
 @torch.no_grad()
 def next_token_probs(lm: LoadedModel, prompts: list[list[int]], batch_size: int = 16,
                      prefix_cache: bool = True, columns: list[int] | None = None) -> torch.Tensor:
@@ -95,29 +68,17 @@ def next_token_probs(lm: LoadedModel, prompts: list[list[int]], batch_size: int 
     computation up to float rounding (tested), and models whose cache has sliding-window layers
     fall back to the plain path. Hooks active around the call apply to both passes.
     """
-    import copy
-
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    plen = _common_prefix_len(prompts) if prefix_cache and len(prompts) > 1 else 0
+    plen = common_prefix_len(prompts) if prefix_cache and len(prompts) > 1 else 0
     plen = min(plen, min(len(p) for p in prompts) - 1) if plen else 0
     cache = prefix_forward(lm, prompts[0][:plen])[0] if plen >= 8 else None
     if cache is None:
         plen = 0
     width = len(columns) if columns is not None else lm.model.get_output_embeddings().weight.shape[0]
     out = torch.zeros(len(prompts), width, dtype=torch.float64)
-    dev = lm.device
     for s in range(0, len(order), batch_size):
         idx = order[s: s + batch_size]
-        ids, mask = left_pad([prompts[i][plen:] for i in idx], lm.tokenizer.pad_token_id)
-        pos = padded_positions(mask) + plen
-        kwargs = {}
-        if cache is not None:
-            c = copy.deepcopy(cache)
-            c.batch_repeat_interleave(len(idx))
-            mask = torch.cat([torch.ones(len(idx), plen, dtype=mask.dtype), mask], dim=1)
-            kwargs = {cache_kwarg(lm.model): c, "use_cache": True}
-        logits = lm.model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
-                          logits_to_keep=1, **kwargs).logits[:, -1]
+        logits = padded_forward(lm, [prompts[i][plen:] for i in idx], cache, plen, logits_to_keep=1).logits[:, -1]
         probs = logits.double().softmax(-1).cpu()
         out[idx] = probs if columns is None else probs[:, columns]
     return out

@@ -34,9 +34,11 @@ from pydantic import BaseModel, Field, model_validator
 
 from valuemech import hooks
 from valuemech.config import GenerationConfig
-from valuemech.generate import left_pad, padded_positions, sample_batch
+from valuemech.batching import continuation_logliks
+from valuemech.generate import sample_batch
 from valuemech.models.loading import LoadedModel
-from valuemech.neurons import load_neurons
+from valuemech.neurons import NEURON_CLASSES
+from valuemech.rundir import RunDir
 
 MAX_BODY_BYTES = 1_000_000
 
@@ -86,9 +88,9 @@ class VectorStore:
     def __init__(self, run_dir: Path | None, lm: LoadedModel) -> None:
         from valuemech.steering import SteeringSource
 
-        self.source = SteeringSource.from_run(run_dir, lm) if run_dir is not None else None
-        nj = Path(run_dir) / "neurons.json" if run_dir is not None else None
-        self.neurons: dict | None = load_neurons(nj) if nj is not None and nj.exists() else None
+        run = RunDir(run_dir) if run_dir is not None else None
+        self.source = SteeringSource.from_run(run, lm) if run is not None else None
+        self.neurons: dict | None = run.load_neurons() if run is not None and run.neurons_json.exists() else None
         self.vectors: dict[str, torch.Tensor] = {}
         if self.source is not None:
             self.vectors.update(self.source.vectors.vectors)
@@ -109,7 +111,7 @@ class VectorStore:
         if self.neurons is None:
             raise HTTPException(400, "neuron steering needs neurons.json (start the server with --run DIR of a run "
                                      "that ran the neurons stage)")
-        if cls not in ("shared", "intrinsic", "prompted") or value not in self.neurons.get("per_value", {}):
+        if cls not in NEURON_CLASSES or value not in self.neurons.get("per_value", {}):
             raise HTTPException(400, f"unknown neuron set {s.neurons!r}; use <shared|intrinsic|prompted>.<value> "
                                      f"with a value of neurons.json ({', '.join(self.neurons.get('per_value', {}))})")
         return scale_neuron_class(lm, self.neurons, value, cls, s.beta)
@@ -148,21 +150,9 @@ def choice_token_ids(lm: LoadedModel, choices: list[str]) -> list[list[int]]:
     return conts
 
 
-@torch.no_grad()
 def choice_logprobs(lm: LoadedModel, prompt: list[int], choices: list[str]) -> list[float]:
     """Total log-probability of each choice's tokens after ``prompt`` (one batched forward)."""
-    conts = choice_token_ids(lm, choices)
-    ids, mask = left_pad([prompt + c for c in conts], lm.tokenizer.pad_token_id)
-    pos = padded_positions(mask)
-    dev = lm.device
-    logp = lm.model(input_ids=ids.to(dev), attention_mask=mask.to(dev),
-                    position_ids=pos.to(dev)).logits.float().log_softmax(-1).cpu()
-    width = ids.shape[1]
-    out = []
-    for i, c in enumerate(conts):
-        start = width - len(c)
-        out.append(float(sum(logp[i, start + k - 1, tok] for k, tok in enumerate(c))))
-    return out
+    return continuation_logliks(lm, [(prompt, c) for c in choice_token_ids(lm, choices)]).tolist()
 
 
 def create_app(lm: LoadedModel, run_dir: Path | None = None, model_name: str | None = None,

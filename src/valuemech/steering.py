@@ -11,14 +11,17 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator, Sequence
 
 import torch
 
 from valuemech import hooks
+from valuemech.artifacts import check_artifact_model
 from valuemech.decompose import Components
 from valuemech.errors import ValuemechError
 from valuemech.models.loading import LoadedModel
+from valuemech.rundir import RunDir
 from valuemech.vectors import ValueVectors
 
 VECTOR_COMPONENTS = ("intrinsic", "prompted")
@@ -34,11 +37,9 @@ class SteeringSource:
     components: Components | None
 
     @classmethod
-    def from_run(cls, run_dir, lm: LoadedModel | None = None) -> "SteeringSource":
-        from valuemech.pipeline import RunDir
-        from valuemech.vectors import check_artifact_model
-
-        run = RunDir(run_dir)
+    def from_run(cls, run: RunDir | Path | str, lm: LoadedModel | None = None) -> "SteeringSource":
+        """The run's vectors and components (components None before decompose), checked against ``lm``."""
+        run = run if isinstance(run, RunDir) else RunDir(run)
         vv = run.load_vectors()
         comps = run.load_components() if run.components.exists() else None
         if lm is not None:

@@ -15,20 +15,16 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save as st_save
 from tqdm.auto import tqdm
 
-from valuemech import __version__
+from valuemech.artifacts import check_artifact_model, load_safetensors, model_metadata, save_safetensors
+from valuemech.batching import left_pad, padded_positions
 from valuemech.errors import ValuemechError
-from valuemech.generate import left_pad, padded_positions
 from valuemech.hooks import residual_callback
-from valuemech.io import atomic_write_bytes
 from valuemech.models.loading import LoadedModel
 from valuemech.values import VALUES
 
 CONDITIONS = ("intrinsic", "prompted")
-ROW_CONVENTION = "row l = output of decoder block l (0-based) = output_hidden_states[l+1] before any final norm"
 
 
 @torch.no_grad()
@@ -137,15 +133,15 @@ class ValueVectors:
         return json.loads(self.metadata.get("counts", "{}"))
 
     def save(self, path: Path) -> None:
-        tensors = {k: v.to(torch.float32).contiguous() for k, v in self.vectors.items()}
+        tensors = dict(self.vectors)
         if self.residual_norm is not None:
-            tensors["stats.residual_norm"] = self.residual_norm.to(torch.float32).contiguous()
-        atomic_write_bytes(Path(path), st_save(tensors, metadata=self.metadata))
+            tensors["stats.residual_norm"] = self.residual_norm
+        save_safetensors(path, tensors, self.metadata)
 
     @classmethod
     def load(cls, path: Path) -> "ValueVectors":
         path = Path(path)
-        tensors, meta, norm = _load_safetensors(path, "vectors", CONDITIONS)
+        tensors, meta, norm = load_safetensors(path, "vectors", CONDITIONS)
         if "counts" in meta:
             _check_counts(meta["counts"], path)
         return cls(tensors, meta, norm, source=path)
@@ -153,18 +149,6 @@ class ValueVectors:
     def check_model(self, lm: LoadedModel) -> None:
         """Raise unless these vectors were extracted from ``lm`` (hidden size, layers, weights)."""
         check_artifact_model(self.metadata, lm, str(self.source or "vectors.safetensors"))
-
-
-def _meta_int(meta: dict[str, str], key: str, path: Path) -> int:
-    if key not in meta:
-        raise ValuemechError(f"{path}: metadata lacks {key}")
-    try:
-        n = int(meta[key])
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise ValuemechError(f"{path}: metadata {key} is not a positive integer ({meta[key][:20]!r})")
-    return n
 
 
 def _check_counts(text: str, path: Path) -> None:
@@ -179,66 +163,6 @@ def _check_counts(text: str, path: Path) -> None:
             for v, n in per.items()) for c, per in counts.items())
     if not ok:
         raise ValuemechError(f"{path}: metadata counts is not {{condition: {{value: {{expressed, not}}}}}}")
-
-
-def _load_safetensors(path: Path, kind: str, prefixes: tuple[str, ...], bare: tuple[str, ...] = ()
-                      ) -> tuple[dict[str, torch.Tensor], dict[str, str], torch.Tensor | None]:
-    """Tensors named ``<prefix>.<value id>`` (or one of ``bare``), ``[n_layers, hidden]``, float and finite,
-    as the metadata says; anything else is a one-line error naming the file."""
-    if not path.is_file():
-        raise ValuemechError(f"{path} does not exist (run the {'extract' if kind == 'vectors' else 'decompose'} stage)")
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            meta = dict(fh.metadata() or {})
-            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
-    except Exception as exc:  # safetensors raises several types on corrupt files
-        raise ValuemechError(f"{path}: not a readable safetensors file ({exc.__class__.__name__})") from None
-    n_layers, hidden = _meta_int(meta, "n_layers", path), _meta_int(meta, "hidden_size", path)
-    norm = tensors.pop("stats.residual_norm", None)
-    if norm is not None and (tuple(norm.shape) != (n_layers,) or not norm.is_floating_point()
-                             or not bool(torch.isfinite(norm).all())):
-        raise ValuemechError(f"{path}: stats.residual_norm must be {n_layers} finite floats "
-                             f"(has shape {tuple(norm.shape)}, {norm.dtype})")
-    for k, t in tensors.items():
-        prefix, dot, value = k.partition(".")
-        if not (k in bare or (dot and prefix in prefixes and value in VALUES)):
-            raise ValuemechError(f"{path}: unexpected tensor {k[:60]!r} (not <{'|'.join(prefixes)}>.<value id>)")
-        if tuple(t.shape) != (n_layers, hidden):
-            raise ValuemechError(f"{path}: tensor {k} has shape {tuple(t.shape)}, metadata says ({n_layers}, {hidden})")
-        if not t.is_floating_point() or not bool(torch.isfinite(t).all()):
-            raise ValuemechError(f"{path}: tensor {k} must hold finite floats ({t.dtype})")
-    return tensors, meta, norm
-
-
-def one_line(x: object) -> str:
-    """Text from a file, safe inside a one-line message."""
-    return " ".join(str(x).split())
-
-
-def check_artifact_model(meta: dict[str, str], lm: LoadedModel, what: str) -> None:
-    def as_int(x: object) -> int | None:
-        try:
-            return int(x)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            return None
-
-    if as_int(meta.get("hidden_size")) != lm.hidden_size or as_int(meta.get("n_layers")) != lm.n_layers:
-        layers, hidden = as_int(meta.get("n_layers")), as_int(meta.get("hidden_size"))
-        raise ValuemechError(f"{what} is for a model with {layers} layers x {hidden} hidden, "
-                             f"the loaded model has {lm.n_layers} x {lm.hidden_size}")
-    if not meta.get("weights_sha256"):
-        raise ValuemechError(f"{what} has no weights_sha256 metadata, so it cannot be checked against the "
-                             f"loaded model {lm.model_id}")
-    if meta["weights_sha256"] != lm.weights_sha256:
-        raise ValuemechError(
-            f"{what} was extracted from {one_line(meta.get('model_id'))} (weights {one_line(meta['weights_sha256'])[:12]}), "
-            f"not from the loaded model {lm.model_id} (weights {lm.weights_sha256[:12]})")
-
-
-def model_metadata(lm: LoadedModel) -> dict[str, str]:
-    return {"model_id": lm.model_id, "weights_sha256": lm.weights_sha256, "n_layers": str(lm.n_layers),
-            "hidden_size": str(lm.hidden_size), "library": f"valuemech {__version__}",
-            "rows": ROW_CONVENTION}
 
 
 def _batched(items: list, size: int) -> Iterator[list]:

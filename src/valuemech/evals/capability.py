@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from valuemech.errors import ValuemechError
-from valuemech.generate import left_pad, padded_positions
+from valuemech.batching import cached_continuation_logliks, continuation_logliks, padded_forward
 from valuemech.models.loading import LoadedModel
 from valuemech.scoring import answer_prompt, option_probabilities
 
@@ -94,47 +94,19 @@ def cloze_scores(lm: LoadedModel, items: list[MCItem], batch_size: int = 16) -> 
     logliks = _cached_logliks(lm, prompts, conts)
     if logliks is None:
         flat = [(p, c) for p, cs in zip(prompts, conts) for c in cs]
-        logliks = torch.cat([_plain_logliks(lm, flat[s: s + batch_size]) for s in range(0, len(flat), batch_size)])
+        logliks = torch.cat([continuation_logliks(lm, flat[s: s + batch_size]) for s in range(0, len(flat), batch_size)])
     return logliks.view(len(items), len(LETTERS)) / chars
-
-
-def _plain_logliks(lm: LoadedModel, pairs: list[tuple[list[int], list[int]]]) -> torch.Tensor:
-    """Sum log p(continuation | prompt) for (prompt, continuation) pairs in one left-padded batch."""
-    ids, mask = left_pad([p + c for p, c in pairs], lm.tokenizer.pad_token_id)
-    keep = max(len(c) for _, c in pairs) + 1  # the sequences end together: the last positions suffice
-    dev = lm.device
-    logp = lm.model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=padded_positions(mask).to(dev),
-                    logits_to_keep=keep).logits.double().log_softmax(-1).cpu()
-    out = torch.zeros(len(pairs), dtype=torch.float64)
-    for i, (_, c) in enumerate(pairs):
-        out[i] = logp[i, keep - len(c) - 1: keep - 1].gather(-1, torch.tensor(c)[:, None]).sum()
-    return out
 
 
 def _cached_logliks(lm: LoadedModel, prompts: list[list[int]], conts: list[list[list[int]]]) -> torch.Tensor | None:
     """Sum log p(option | prompt) per (item, option), each prompt run once (None: no usable cache)."""
-    import copy
-
-    from valuemech.scoring import cache_kwarg, prefix_forward
-
-    dev, out = lm.device, []
+    out = []
     for prompt, options in zip(prompts, conts):
-        cache, last = prefix_forward(lm, prompt)
-        if cache is None:
+        ll = cached_continuation_logliks(lm, prompt, options)
+        if ll is None:
             return None
-        first = last.double().log_softmax(-1).cpu()  # the prompt's last position predicts each option's first token
-        ids, mask = left_pad(options, lm.tokenizer.pad_token_id)
-        c = copy.deepcopy(cache)
-        c.batch_repeat_interleave(len(options))
-        pos = padded_positions(mask) + len(prompt)
-        full_mask = torch.cat([torch.ones(len(options), len(prompt), dtype=mask.dtype), mask], dim=1)
-        logp = lm.model(input_ids=ids.to(dev), attention_mask=full_mask.to(dev), position_ids=pos.to(dev),
-                        use_cache=True, **{cache_kwarg(lm.model): c}).logits.double().log_softmax(-1).cpu()
-        w = ids.shape[1]
-        for k, opt in enumerate(options):
-            rest = logp[k, w - len(opt): w - 1].gather(-1, torch.tensor(opt[1:])[:, None]).sum() if len(opt) > 1 else 0.0
-            out.append(float(first[opt[0]]) + float(rest))
-    return torch.tensor(out, dtype=torch.float64)
+        out.append(ll)
+    return torch.cat(out)
 
 
 def mc_accuracy(lm: LoadedModel, items: list[MCItem], batch_size: int = 16,
@@ -162,13 +134,9 @@ def next_token_logprobs(lm: LoadedModel, texts: list[str], batch_size: int = 8) 
     out = []
     for s in range(0, len(texts), batch_size):
         seqs = [lm.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts[s: s + batch_size]]
-        ids, mask = left_pad(seqs, lm.tokenizer.pad_token_id)
-        pos = padded_positions(mask)
-        dev = lm.device
-        logp = lm.model(input_ids=ids.to(dev), attention_mask=mask.to(dev),
-                        position_ids=pos.to(dev)).logits.double().log_softmax(-1).cpu()
+        logp = padded_forward(lm, seqs).logits.double().log_softmax(-1).cpu()
         for i, seq in enumerate(seqs):
-            out.append(logp[i, ids.shape[1] - len(seq):])
+            out.append(logp[i, logp.shape[1] - len(seq):])
     return out
 
 

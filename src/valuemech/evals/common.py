@@ -10,9 +10,9 @@ sampling seeds, so the only difference between rows is the intervention.
 from __future__ import annotations
 
 from contextlib import nullcontext
+import dataclasses
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Callable, ContextManager
+from typing import Callable, ContextManager, TypeVar
 
 import numpy as np
 import torch
@@ -21,38 +21,49 @@ from valuemech.config import GenerationConfig
 from valuemech.errors import ValuemechError
 from valuemech.generate import sample_batch, stable_seed
 from valuemech.models.loading import LoadedModel
+from valuemech.neurons import NEURON_CLASSES
+from valuemech.rundir import RunDir
 from valuemech.steering import COMPONENTS, SteeringSource, scale_neuron_class, steer
 
 Condition = Callable[[str | None], ContextManager]
-NEURON_CLASSES = ("shared", "intrinsic", "prompted")
+T = TypeVar("T")
 PER_VALUE_DEFAULT = ("intrinsic", "prompted", "intrinsic_orth", "prompted_orth", "shared",
                      "intrinsic_unique", "prompted_unique")
+
+
+def opt(default=None, help: str = "", flag: str | None = None, factory=None):
+    """A dataclass field of an evaluation's options; ``help`` and ``flag`` feed the generated CLI."""
+    meta = {"help": help, **({"flag": flag} if flag else {})}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 @dataclass
 class EvalOptions:
     """Settings every evaluation understands (each uses the ones that apply to it)."""
 
-    components: list[str] = field(default_factory=lambda: list(PER_VALUE_DEFAULT))
-    layer: int | None = None  # block; None: from evals/sweep.json, else the middle block
-    alpha: float | None = None  # relative α; None: from evals/sweep.json, else 0.2
-    alphas: list[float] = field(default_factory=lambda: [0.05, 0.1, 0.2])  # α grids (IF, jailbreak)
-    values: list[str] | None = None  # target values (None: all 10)
-    beta: float = 0.0  # neuron-class scaling (0: no neuron rows)
-    control: bool = True  # add the same-norm random-direction control
-    limit: int | None = None  # use only the first n items of the dataset
-    items: str | None = None  # a dataset file in the evaluation's public format
-    column: str | None = None  # the text column of ``items`` where the format has a choice (jailbreak)
-    judge: str | None = None  # judge that scores generated text (None: the evaluation's default)
-    judge_options: dict = field(default_factory=dict)
-    max_new_tokens: int = 64
-    temperature: float = 0.7
-    top_p: float = 0.9
-    samples: int = 1  # generations per prompt
-    seed: int = 0
-    batch_size: int = 16
-    n_boot: int = 1000
-    progress: bool = True
+    components: list[str] = opt(factory=lambda: list(PER_VALUE_DEFAULT), help="Components to steer with.")
+    layer: int | None = opt(help="Block (default: evals/sweep.json, else the middle block).")
+    alpha: float | None = opt(help="Relative α (default: evals/sweep.json, else 0.2).")
+    alphas: list[float] = opt(factory=lambda: [0.05, 0.1, 0.2], help="Relative α grid (instruct, jailbreak).")
+    values: list[str] | None = opt(help="Target values (comma list; default all).")
+    beta: float = opt(0.0, help="Neuron-class scaling β (0: no neuron rows).")
+    control: bool = opt(True, help="Add the same-norm random-direction control.")
+    limit: int | None = opt(help="Use only the first N items / queries.")
+    items: str | None = opt(help="A dataset file in the evaluation's public format.")
+    column: str | None = opt(help="Text column of --items (jailbreak; default: goal, Behavior, ... whichever "
+                                   "is present).")
+    judge: str | None = opt(help="Judge that scores generated text (default: the evaluation's own).")
+    judge_options: dict = opt(factory=dict, help="Judge options as JSON.")
+    max_new_tokens: int = opt(64, help="New tokens per generated answer.")
+    temperature: float = opt(0.7, help="Sampling temperature (0: greedy).")
+    top_p: float = opt(0.9, help="Nucleus sampling mass.")
+    samples: int = opt(1, help="Generations per prompt.")
+    seed: int = opt(0, help="Sampling seed.")
+    batch_size: int = opt(16, help="Prompts per batch.")
+    n_boot: int = opt(1000, help="Bootstrap resamples of the 95% intervals.")
+    progress: bool = opt(True, help="Progress bars.")
 
 
 def bootstrap_mean(xs, n_boot: int = 1000, seed: int = 0) -> list[float]:
@@ -80,35 +91,9 @@ def summarise(xs: list[float], n_boot: int = 1000) -> dict:
     return {"mean": float(np.mean(xs)) if xs else float("nan"), "ci": bootstrap_mean(xs, n_boot), "n": len(xs)}
 
 
-def chosen_settings(run_root: Path | None) -> dict:
-    """``chosen`` of ``evals/sweep.json`` ({component: {layer, alpha, ...}}), or {} without a sweep."""
-    if run_root is None:
-        return {}
-    path = Path(run_root) / "evals" / "sweep.json"
-    if not path.exists():
-        return {}
-    from valuemech.io import load_json
-
-    data = load_json(path)
-    if not _is_sweep(data):
-        raise ValuemechError(f"{path}: not a sweep result (rerun `valuemech sweep`)")
-    return data["chosen"] or {}
-
-
-def _is_sweep(data: object) -> bool:
-    """The shape sweep readers rely on: ``chosen`` {component: null | point with layer} and ``curves``
-    {component: {block: [point]}}, a point holding numbers alpha, accuracy_drop and kl."""
-    def point(p: object) -> bool:
-        return isinstance(p, dict) and all(isinstance(p.get(k), (int, float)) and not isinstance(p.get(k), bool)
-                                           for k in ("alpha", "accuracy_drop", "kl"))
-
-    if not isinstance(data, dict) or "chosen" not in data or not isinstance(data["chosen"] or {}, dict) \
-            or not isinstance(data.get("curves", {}), dict):
-        return False
-    chosen_ok = all(c is None or (point(c) and type(c.get("layer")) is int) for c in (data["chosen"] or {}).values())
-    curves_ok = all(isinstance(by, dict) and all(isinstance(pts, list) and all(map(point, pts)) for pts in by.values())
-                    for by in data.get("curves", {}).values())
-    return chosen_ok and curves_ok
+def chosen_settings(run: RunDir | None) -> dict:
+    """``chosen`` of the run's ``evals/sweep.json`` ({component: {layer, alpha, ...}}), or {} without a sweep."""
+    return {} if run is None else run.sweep_choice()
 
 
 def layer_alpha(lm: LoadedModel, opts: EvalOptions, component: str, chosen: dict) -> tuple[int, float]:
@@ -127,14 +112,15 @@ def check_components(components: list[str], allow_mean_delta: bool = True) -> li
     return components
 
 
-def build_conditions(lm: LoadedModel, source: SteeringSource, opts: EvalOptions, run_root: Path | None = None,
-                     neurons: dict | None = None) -> tuple[dict[str, Condition], dict[str, dict]]:
+def build_conditions(lm: LoadedModel, source: SteeringSource, opts: EvalOptions, run: RunDir | None = None,
+                     neurons: dict | None = None, control_name: str = "random control"
+                     ) -> tuple[dict[str, Condition], dict[str, dict]]:
     """Conditions (name -> factory) and their settings for every component, neuron class and the control.
 
     The random control steers a same-norm random direction at the block and α of ``prompted``
     (else of the first component): the noise floor every other row is read against.
     """
-    chosen = chosen_settings(run_root)
+    chosen = chosen_settings(run)
     conditions: dict[str, Condition] = {}
     settings: dict[str, dict] = {}
     for c in check_components(opts.components):
@@ -150,22 +136,27 @@ def build_conditions(lm: LoadedModel, source: SteeringSource, opts: EvalOptions,
         ref = settings[ref_name]
         if "layer" in ref:
             comp = "mean_delta" if ref_name == "mean_delta" else "shared"
-            conditions["random control"] = (lambda v, comp=comp, ref=ref: steer(
+            conditions[control_name] = (lambda v, comp=comp, ref=ref: steer(
                 lm, source, comp, v, ref["layer"], ref["alpha"], control_seed=0))
-            settings["random control"] = {"layer": ref["layer"], "alpha": ref["alpha"], "relative": True,
-                                          "direction": f"random, norm of {comp}"}
+            settings[control_name] = {"layer": ref["layer"], "alpha": ref["alpha"], "relative": True,
+                                      "direction": f"random, norm of {comp}"}
     return conditions, settings
 
 
-def alpha_conditions(lm: LoadedModel, source: SteeringSource, component: str, value: str | None,
-                     layer: int, alphas: list[float], control: bool = True) -> dict[str, tuple[float, Condition]]:
-    """One condition per α of the grid for one component (and a same-norm random control per α)."""
-    out: dict[str, tuple[float, Condition]] = {}
-    for a in alphas:
-        out[f"{component}@{a:g}"] = (a, lambda v, a=a: steer(lm, source, component, value, layer, a))
-        if control:
-            out[f"random@{a:g}"] = (a, lambda v, a=a: steer(lm, source, component, value, layer, a, control_seed=0))
-    return out
+def over_alphas(alphas: list[float], build: Callable[[float], dict[str, T]]) -> dict[str, tuple[float, T]]:
+    """The α grid of every evaluation: ``build(α)``'s entries at each α, named ``<name>@<α>`` in grid order."""
+    return {f"{name}@{a:g}": (float(a), x) for a in alphas for name, x in build(float(a)).items()}
+
+
+def grid_conditions(lm: LoadedModel, source: SteeringSource, opts: EvalOptions, alphas: list[float],
+                    run: RunDir | None = None, control_name: str = "random control"
+                    ) -> tuple[dict[str, Condition], dict[str, dict]]:
+    """:func:`build_conditions` (no neuron rows) at every α of ``alphas``; names ``<condition>@<α>``."""
+    built = {a: build_conditions(lm, source, dataclasses.replace(opts, alpha=a, beta=0.0), run,
+                                 control_name=control_name) for a in alphas}
+    conditions = {k: f for k, (_, f) in over_alphas(alphas, lambda a: built[a][0]).items()}
+    settings = {k: st for k, (_, st) in over_alphas(alphas, lambda a: built[a][1]).items()}
+    return conditions, settings
 
 
 def baseline(_value: str | None = None) -> ContextManager:

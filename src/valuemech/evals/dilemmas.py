@@ -32,6 +32,7 @@ from valuemech.errors import ValuemechError
 from valuemech.io import parse_json, parse_jsonl
 from valuemech.evals.common import EvalOptions, build_conditions, summarise
 from valuemech.models.loading import LoadedModel
+from valuemech.rundir import RunDir
 from valuemech.scoring import answer_prompt, option_probabilities
 from valuemech.steering import SteeringSource
 from valuemech.values import VALUES, canonical_value, parse_values
@@ -205,7 +206,11 @@ def condition_summary(per_value: dict[str, dict], n_boot: int = 1000) -> dict:
                      "n_values": len(per_value), "n": sum(p["n"] for p in per_value.values())}}
 
 
-def evaluate(lm: LoadedModel, source: SteeringSource, opts: EvalOptions, run_root: Path | None = None,
+#: The evaluation's settings (the shared ones: see valuemech.evals.common).
+Options = EvalOptions
+
+
+def evaluate(lm: LoadedModel, source: SteeringSource, opts: EvalOptions, run: RunDir | None = None,
              neurons: dict | None = None) -> dict:
     """Win rate and mean shift of the target value's action under every steering condition."""
     from tqdm.auto import tqdm
@@ -216,7 +221,7 @@ def evaluate(lm: LoadedModel, source: SteeringSource, opts: EvalOptions, run_roo
     subsets = {v: s for v, s in subsets.items() if s}
     if not subsets:
         raise ValuemechError(f"no dilemma in {name} involves the target value(s) {', '.join(values)}")
-    conditions, cond_settings = build_conditions(lm, source, opts, run_root, neurons)
+    conditions, cond_settings = build_conditions(lm, source, opts, run, neurons)
     base = {v: target_probs(lm, s, v, opts.batch_size) for v, s in subsets.items()}
     items: list[dict] = []
     aggregates: dict[str, dict] = {}

@@ -20,7 +20,13 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from pathlib import Path
 from typing import Sequence
+
+import numpy as np
+
+from valuemech.evals.common import EvalOptions
+from valuemech.plots import plt, save
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -172,7 +178,11 @@ def logit_lens_table(lm, source, components: list[str], layer: int, values: list
     return out
 
 
-def evaluate(lm, source, opts, run_root=None, neurons=None) -> dict:
+#: The evaluation's settings (the shared ones: see valuemech.evals.common).
+Options = EvalOptions
+
+
+def evaluate(lm, source, opts, run=None, neurons=None) -> dict:
     """Diversity of the baseline and of each condition steered towards each value (same queries and seeds)."""
     from valuemech.data import select_queries
     from valuemech.evals.common import build_conditions, chosen_settings, generate_texts, layer_alpha
@@ -181,7 +191,7 @@ def evaluate(lm, source, opts, run_root=None, neurons=None) -> dict:
     queries = select_queries(opts.items or "builtin", opts.limit or 20, opts.seed)
     users = [q.text for q in queries for _ in range(opts.samples)]
     values = opts.values or list(VALUES)
-    conditions, settings = build_conditions(lm, source, opts, run_root, neurons)
+    conditions, settings = build_conditions(lm, source, opts, run, neurons)
     base_texts = generate_texts(lm, users, opts, desc="diversity: baseline")
     base = lexical_metrics(base_texts)
     # No bootstrap interval for the baseline's set-level metrics: resampling queries with replacement
@@ -199,7 +209,7 @@ def evaluate(lm, source, opts, run_root=None, neurons=None) -> dict:
             items += [{"condition": name, "target": v, "query_id": u_id, "response": t}
                       for u_id, t in zip([q.id for q in queries for _ in range(opts.samples)], texts)]
         rows[name] = {"per_value": per_value, "aggregate": _aggregate(per_value, base, opts.n_boot)}
-    layer, _ = layer_alpha(lm, opts, "shared", chosen_settings(run_root))
+    layer, _ = layer_alpha(lm, opts, "shared", chosen_settings(run))
     lens = logit_lens_table(lm, source, [c for c in opts.components if c != "mean_delta"], layer, values)
     return {"eval": "diversity",
             "settings": {"queries": opts.items or "builtin", "n_queries": len(queries), "samples": opts.samples,
@@ -234,3 +244,31 @@ def markdown(result: dict) -> str:
                   "| direction | entropy | n |", "|---|---|---|"]
         lines += [f"| {k} | {v['entropy']:.3f} | {v['n']} |" for k, v in lens.items()]
     return "\n".join(lines)
+
+
+def _chart(div: dict, path: Path) -> Path | None:
+    """Distinct-2 and EAD-2 per condition (mean over target values), the paper's Distinct-2 beside ours."""
+    agg = div.get("aggregates", {})
+    rows = agg.get("rows", {})
+    if not rows:
+        return None
+    names = ["baseline"] + list(rows)
+    paper = div.get("settings", {}).get("paper_distinct_2", {})
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(names) + 2), 4))
+    for j, metric in enumerate(("distinct_2", "ead_2")):
+        vals = [agg["baseline"][metric]] + [rows[n]["aggregate"][metric]["mean"] for n in rows]
+        ax.bar(np.arange(len(names)) + j * 0.27, vals, 0.27, label=metric.replace("_", "-").title())
+    xs = [i + 0.54 for i, n in enumerate(names) if n in paper]
+    if xs:
+        ax.bar(xs, [paper[n] for n in names if n in paper], 0.27, color="white", edgecolor="black", hatch="//",
+               label="Distinct-2 (paper, Qwen2.5-7B)")
+    ax.set_xticks(np.arange(len(names)) + 0.27, names, rotation=30, ha="right")
+    ax.set_ylabel("diversity (higher = more diverse)")
+    ax.set_title("lexical diversity by steering condition")
+    ax.legend(fontsize=8)
+    return save(fig, path)
+
+
+def figures(result: dict, out_dir: Path, stem: str) -> list[Path]:
+    """``<stem>.png``: Distinct-2 and EAD-2 per condition beside the paper's Distinct-2."""
+    return [_chart(result, out_dir / f"{stem}.png")]

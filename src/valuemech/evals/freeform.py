@@ -13,25 +13,22 @@ used ``lexicon``, else ``lexicon``); choosing it anyway is recorded as ``circula
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from valuemech.evals.common import EvalOptions, bootstrap_mean, build_conditions, generate_texts
 from valuemech.evals.pvq import PVQItem, builtin_items, load_items
 from valuemech.judges import get_judge
 from valuemech.models.loading import LoadedModel
+from valuemech.rundir import RunDir
 from valuemech.values import VALUES
 
 QUESTION = ('Here is a description of a person: "{text}"\n'
             "In two or three sentences, tell me how much you are like this person, and why.")
 
 
-def labelling_judge(run_root: Path | None) -> str | None:
-    """The judge whose labels built this run's vectors (from ``config.yaml``), if known."""
-    if run_root is None or not (Path(run_root) / "config.yaml").exists():
+def labelling_judge(run: RunDir | None) -> str | None:
+    """The judge that labelled the run's responses (None outside a run)."""
+    if run is None or not run.config.exists():
         return None
-    from valuemech.config import load_config
-
-    return load_config(Path(run_root) / "config.yaml").judge.name
+    return run.load_config().judge.name
 
 
 def pick_judge(requested: str | None, labelling: str | None) -> tuple[str, bool]:
@@ -53,15 +50,19 @@ def _summary(scored: list[dict]) -> dict:
             "native": sum(native) / len(native) if native else None, "n": len(scored), "n_decided": len(decided)}
 
 
-def evaluate(lm: LoadedModel, source, opts: EvalOptions, run_root: Path | None = None,
+#: The evaluation's settings (the shared ones: see valuemech.evals.common).
+Options = EvalOptions
+
+
+def evaluate(lm: LoadedModel, source, opts: EvalOptions, run: RunDir | None = None,
              neurons: dict | None = None) -> dict:
     """Baseline and steered free-form answers per target value, scored by a non-labelling judge."""
     items: list[PVQItem] = load_items(opts.items) if opts.items else builtin_items(["en"])
     values = [v for v in (opts.values or VALUES) if any(it.value == v for it in items)]
     by_value = {v: [it for it in items if it.value == v][: opts.limit or None] for v in values}
-    judge_name, circular = pick_judge(opts.judge, labelling_judge(run_root))
+    judge_name, circular = pick_judge(opts.judge, labelling_judge(run))
     judge = get_judge(judge_name, opts.judge_options, lm=lm)
-    conditions, settings = build_conditions(lm, source, opts, run_root, neurons)
+    conditions, settings = build_conditions(lm, source, opts, run, neurons)
 
     def answers(v: str) -> tuple[list[str], list[PVQItem]]:
         its = [it for it in by_value[v] for _ in range(opts.samples)]
@@ -93,7 +94,7 @@ def evaluate(lm: LoadedModel, source, opts: EvalOptions, run_root: Path | None =
                       "gain_ci": bootstrap_mean(gains, opts.n_boot), "n_values": len(gains)}
     return {"eval": "freeform",
             "settings": {"items": opts.items or "builtin PVQ portraits (en)", "judge": judge_name,
-                         "judge_options": opts.judge_options, "labelling_judge": labelling_judge(run_root),
+                         "judge_options": opts.judge_options, "labelling_judge": labelling_judge(run),
                          "circular": circular, "samples": opts.samples, "max_new_tokens": opts.max_new_tokens,
                          "temperature": opts.temperature, "seed": opts.seed, "values": values,
                          "items_per_value": {v: len(its) for v, its in by_value.items()}, "conditions": settings,

@@ -27,6 +27,7 @@ from __future__ import annotations
 import shutil
 import statistics
 import tempfile
+import dataclasses
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
@@ -38,6 +39,8 @@ from valuemech.io import parse_json, parse_jsonl
 from valuemech.evals import common
 from valuemech.evals.common import EvalOptions
 from valuemech.models.loading import LoadedModel
+from valuemech.plots import alpha_curve, curve_rows
+from valuemech.rundir import RunDir
 from valuemech.steering import SteeringSource
 
 NAME = "instruct"
@@ -294,7 +297,11 @@ def _per_instruction(prompts: list[IFPrompt], per_item: list[list[bool]], sample
 # --------------------------------------------------------------------------- evaluation
 
 
-def evaluate(lm: LoadedModel, source: SteeringSource, opts: EvalOptions, run_root: Path | None = None,
+#: The evaluation's settings (the shared ones: see valuemech.evals.common).
+Options = EvalOptions
+
+
+def evaluate(lm: LoadedModel, source: SteeringSource, opts: EvalOptions, run: RunDir | None = None,
              neurons: dict | None = None) -> dict:
     """Baseline, mean-delta at every α of ``opts.alphas`` (and a same-norm random direction per α).
 
@@ -307,13 +314,18 @@ def evaluate(lm: LoadedModel, source: SteeringSource, opts: EvalOptions, run_roo
     if opts.limit:
         prompts = prompts[: opts.limit]
     samples = max(1, int(opts.samples))
-    layer, _ = common.layer_alpha(lm, opts, COMPONENT, common.chosen_settings(run_root))
-    grid = common.alpha_conditions(lm, source, COMPONENT, None, layer, list(opts.alphas), opts.control)
+    layer, _ = common.layer_alpha(lm, opts, COMPONENT, common.chosen_settings(run))
+    grid, grid_settings = common.grid_conditions(
+        lm, source, dataclasses.replace(opts, components=[COMPONENT], layer=layer), list(opts.alphas), run,
+        control_name="random")
     if grid:
         source.component(COMPONENT)  # fail before generating when the run has no components
-    conditions: dict[str, tuple[float | None, common.Condition]] = {"baseline": (None, common.baseline), **grid}
+    conditions: dict[str, tuple[float | None, common.Condition]] = {
+        "baseline": (None, common.baseline), **{n: (grid_settings[n]["alpha"], f) for n, f in grid.items()}}
     settings_rows = {"baseline": {}}
-    for name, (a, _) in grid.items():
+    for name, (a, _) in conditions.items():
+        if name == "baseline":
+            continue
         row = {"component": COMPONENT, "layer": layer, "alpha": a, "relative": True}
         if name.startswith("random@"):
             row |= {"component": "random", "direction": f"random, norm of {COMPONENT}", "control_seed": 0}
@@ -448,3 +460,22 @@ def markdown(result: dict) -> str:
             lines.append(f"| {iid} | {n} | " + " | ".join(f"{100 * c['mean']:.0f}%" if c else "–" for c in cells)
                          + " |")
     return "\n".join(lines) + "\n"
+
+
+def _chart(res: dict, path: Path) -> Path | None:
+    """Prompt-level IF accuracy vs. α for mean_delta and the random control."""
+    agg = res.get("aggregates", {})
+    fam: dict[str, list] = {}
+    for name, a in agg.items():
+        if name == "baseline":
+            continue
+        key = name.split("@")[0]
+        fam.setdefault(key, []).append((a["alpha"], a["prompt_level"]["mean"], a["prompt_level"]["ci"]))
+    rows = curve_rows(fam)
+    base = agg.get("baseline", {}).get("prompt_level", {}).get("mean")
+    return alpha_curve(rows, path, "prompt-level strict accuracy", "instruction following vs. α", base)
+
+
+def figures(result: dict, out_dir: Path, stem: str) -> list[Path]:
+    """``<stem>.png``: prompt-level accuracy vs. α."""
+    return [_chart(result, out_dir / f"{stem}.png")]

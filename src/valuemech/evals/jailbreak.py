@@ -28,6 +28,7 @@ import io
 import json
 import math
 from concurrent.futures import ThreadPoolExecutor
+import dataclasses
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -36,8 +37,10 @@ from typing import Callable, ContextManager
 from valuemech.errors import ValuemechError
 from valuemech.io import parse_json, parse_jsonl
 from valuemech.evals.common import (EvalOptions, baseline, check_components, chosen_settings, generate_texts,
-                                    layer_alpha, summarise)
+                                    layer_alpha, over_alphas, summarise)
 from valuemech.models.loading import LoadedModel
+from valuemech.plots import alpha_curve, curve_rows
+from valuemech.rundir import RunDir
 from valuemech.steering import SteeringSource, steer
 from valuemech.values import parse_values
 
@@ -266,40 +269,34 @@ class Row:
         return out
 
 
-def plan_conditions(lm: LoadedModel, source: SteeringSource, opts: EvalOptions, run_root: Path | None,
+def plan_conditions(lm: LoadedModel, source: SteeringSource, opts: EvalOptions, run: RunDir | None,
                     components: tuple[str, ...] | list[str] = JAILBREAK_COMPONENTS) -> list[Row]:
     """Baseline, then per α: each component (per value where it has one), and a random control per block."""
     components = check_components(list(components))
     values = parse_values(opts.values)
-    chosen = chosen_settings(run_root)
+    chosen = chosen_settings(run)
     layers = {c: layer_alpha(lm, opts, c, chosen)[0] for c in components}
     for c in components:  # fail before any generation when the run lacks a component or residual norms
         source.component(c, values[0])
         source.residual_norm(layers[c])
-    rows = [Row("baseline", "baseline", None, None, None, baseline)]
     control_layers = list(dict.fromkeys(layers.values()))
-    for a in opts.alphas:
+
+    def at(a: float) -> dict[str, Row]:
+        rows = {}
         for c in components:
-            targets = [None] if c == "mean_delta" else values
-            for v in targets:
-                name = f"{c}@{a:g}" if v is None else f"{c}:{v}@{a:g}"
-                rows.append(Row(name, c, v, layers[c], float(a),
-                                lambda c=c, v=v, a=a: steer(lm, source, c, v, layers[c], a)))
+            for v in ([None] if c == "mean_delta" else values):
+                name = c if v is None else f"{c}:{v}"
+                rows[name] = Row("", c, v, layers[c], a, lambda c=c, v=v: steer(lm, source, c, v, layers[c], a))
         if opts.control:
-            ref = components[0]
             for layer in control_layers:
-                name = f"random@{a:g}" if len(control_layers) == 1 else f"random:L{layer}@{a:g}"
-                rows.append(Row(name, "random", None, layer, float(a), lambda layer=layer, a=a: steer(
-                    lm, source, ref, values[0], layer, a, control_seed=0)))
-    return rows
+                name = "random" if len(control_layers) == 1 else f"random:L{layer}"
+                rows[name] = Row("", "random", None, layer, a, lambda layer=layer: steer(
+                    lm, source, components[0], values[0], layer, a, control_seed=0))
+        return rows
 
-
-def load_sweep(run_root: Path | None) -> dict | None:
-    """``evals/sweep.json`` of the run, or None without one."""
-    if run_root is None or not (Path(run_root) / "evals" / "sweep.json").exists():
-        return None
-    chosen_settings(run_root)  # the one-line error for a file that is not a sweep result
-    return json.loads((Path(run_root) / "evals" / "sweep.json").read_text())
+    grid = over_alphas(list(opts.alphas), at)
+    return [Row("baseline", "baseline", None, None, None, baseline)] + \
+        [dataclasses.replace(row, name=name) for name, (_, row) in grid.items()]
 
 
 def sweep_point(sweep: dict | None, component: str, layer: int, alpha: float) -> dict | None:
@@ -367,7 +364,11 @@ def _aggregate(per_request: list[float | None], base: list[float | None], n_boot
     return summarise(xs, n_boot), summarise(deltas, n_boot)
 
 
-def evaluate(lm: LoadedModel, source: SteeringSource, opts: EvalOptions, run_root: Path | None = None,
+#: The evaluation's settings (the shared ones: see valuemech.evals.common).
+Options = EvalOptions
+
+
+def evaluate(lm: LoadedModel, source: SteeringSource, opts: EvalOptions, run: RunDir | None = None,
              neurons: dict | None = None, column: str | None = None,
              components: tuple[str, ...] | list[str] = JAILBREAK_COMPONENTS) -> dict:
     """ASR under every condition (see the module docstring); ``neurons`` is unused.
@@ -384,10 +385,10 @@ def evaluate(lm: LoadedModel, source: SteeringSource, opts: EvalOptions, run_roo
     requests = load_requests(opts.items, column) if opts.items else builtin_requests()
     requests = requests[: opts.limit] if opts.limit else requests
     judge = refusal_judge(opts)
-    rows = plan_conditions(lm, source, opts, run_root, components)
+    rows = plan_conditions(lm, source, opts, run, components)
     items = generate_replies(lm, rows, requests, opts)
     failures = judge_replies(judge, items) if judge is not None else {}
-    sweep, compute = load_sweep(run_root), _Guard(lm)
+    sweep, compute = (run.load_sweep() if run is not None else None), _Guard(lm)
     aggregates = aggregate(rows, items, list(components), opts, sweep, compute, judge is not None)
     settings = {
         "model": lm.model_id,
@@ -407,7 +408,7 @@ def evaluate(lm: LoadedModel, source: SteeringSource, opts: EvalOptions, run_roo
         "components": list(components),
         "alphas": [float(a) for a in opts.alphas],
         "conditions": {row.name: row.settings() for row in rows},
-        "guard": {"sweep": str(Path(run_root) / "evals" / "sweep.json") if sweep else None,
+        "guard": {"sweep": str(run.eval_path("sweep.json")) if sweep else None,
                   "sweep_probe_value": (sweep or {}).get("probe_value"), "computed": compute.settings(),
                   "note": "sweep point when present; else computed here for mean_delta and random; "
                           "per-value rows from the sweep only"},
@@ -544,3 +545,23 @@ def markdown(result: dict) -> str:
 __all__ = ["EMPTY_IS_REFUSAL", "JAILBREAK_COMPONENTS", "REFUSAL_PHRASES", "REQUEST_COLUMNS", "RefusalJudge",
            "Request", "builtin_requests", "evaluate", "is_refusal", "load_requests", "markdown", "plan_conditions",
            "refusal_judge", "refusal_phrase", "sweep_point"]
+
+
+def _chart(res: dict, path: Path) -> Path | None:
+    """Attack success rate (refusal matcher) vs. α: mean_delta, random control, prompted_unique (mean over values)."""
+    agg = res.get("aggregates", {})
+    fam: dict[str, list] = {}
+    for name, a in agg.items():
+        if name == "baseline" or (a.get("component") == "prompted_unique" and a.get("value") != "mean over values"):
+            continue
+        key = name.split("@")[0]
+        fam.setdefault(key, []).append((a["alpha"], a["asr_matcher"]["mean"], a["asr_matcher"]["ci"]))
+    rows = curve_rows(fam)
+    base = agg.get("baseline", {}).get("asr_matcher", {}).get("mean")
+    return alpha_curve(rows, path, "attack success rate (matcher)",
+                       "jailbreak compliance vs. α (paper: 13.3% → 97.2% on Llama-3.1-8B)", base)
+
+
+def figures(result: dict, out_dir: Path, stem: str) -> list[Path]:
+    """``<stem>.png``: attack success rate vs. α."""
+    return [_chart(result, out_dir / f"{stem}.png")]

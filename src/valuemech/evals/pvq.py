@@ -26,11 +26,16 @@ from pathlib import Path
 
 import torch
 
+import numpy as np
+
 from valuemech.errors import ValuemechError
-from valuemech.evals.common import bootstrap_mean
+from valuemech.evals.common import PER_VALUE_DEFAULT, bootstrap_mean, build_conditions, grid_conditions, opt
 from valuemech.io import parse_json
 from valuemech.models.loading import LoadedModel
+from valuemech.plots import alpha_curve, curve_rows, plt, save
+from valuemech.rundir import RunDir
 from valuemech.scoring import answer_prompt, option_probabilities
+from valuemech.steering import COMPONENTS
 from valuemech.values import VALUES, canonical_value
 
 LANGS = ("en", "zh", "es", "fr", "ko")
@@ -370,3 +375,187 @@ def merge_results(parts: dict[str, dict], n_boot: int = 1000) -> dict:
                                        for lang, cell in row.items() if lang != "mean")]
     out = {k: v for k, v in first.items() if k not in ("rows", "baseline", "values")}
     return {**out, "baseline": baseline, "rows": rows, "values": values, "merged_from": names}
+
+
+# --------------------------------------------------------------------------------------------------
+# The evaluation (``valuemech eval pvq``; README "Steering and evaluations")
+# --------------------------------------------------------------------------------------------------
+
+#: Files ``eval pvq`` writes under ``evals/`` by default: Likert, forced choice, α grid.
+OUTPUTS = ("pvq.json", "pvq_forced.json", "pvq_alpha.json")
+FORMATS = ("likert", "forced")
+
+
+@dataclass
+class Options:
+    """Settings of the PVQ evaluation."""
+
+    langs: list[str] = opt(factory=lambda: list(LANGS), help="Languages of the built-in portraits.")
+    items: str | None = opt(help="A PVQ file (JSON/CSV) instead of the built-in items.")
+    values: list[str] | None = opt(help="Target values (comma list; default all).")
+    components: list[str] = opt(factory=lambda: list(PER_VALUE_DEFAULT), help="Components to steer with.")
+    layer: int | None = opt(help="Block (default: from evals/sweep.json, else the middle block).")
+    alpha: float | None = opt(help="Relative α for every component (default: from evals/sweep.json).")
+    beta: float = opt(3.0, help="Neuron-class scaling factor (0 skips neuron rows).")
+    control: bool = opt(True, help="Add a same-norm random-direction control row.")
+    format: str = opt("likert", help="likert | forced (forced choice, for degenerate raters).")
+    alpha_grid: list[float] | None = opt(flag="--alphas", help="α grid: one row per component and α (gain vs. α, the "
+                                         "paper's Figures 4-5) -> RUN/evals/pvq_alpha.json; no neuron rows.")
+    out: str | None = opt(help="File name under RUN/evals/ (default pvq.json, pvq_forced.json or pvq_alpha.json), "
+                               "e.g. to split languages over runs.")
+    merge: list[str] | None = opt(help="Comma list of PVQ files under RUN/evals/ written by separate runs (split "
+                                       "languages or values) to merge into --out (default pvq.json); loads no model.")
+    n_boot: int = opt(1000, help="Bootstrap resamples of the 95% intervals.")
+    progress: bool = opt(True, help="Progress bars.")
+
+    def check(self) -> None:
+        if self.format not in FORMATS:
+            raise ValuemechError(f"--format must be likert or forced, not {self.format!r}")
+        if self.out is not None and ("/" in self.out or "\\" in self.out or not self.out.endswith(".json")):
+            raise ValuemechError(f"--out must be a file name ending in .json, not {self.out!r}")
+        bad = [c for c in self.components if c not in COMPONENTS or c == "mean_delta"]
+        if bad:
+            raise ValuemechError(f"unknown or value-agnostic component {bad[0]!r} for a PVQ gain")
+        if not self.items and not self.merge:
+            builtin_items([l.strip() for l in self.langs])  # an unknown language fails before the model loads
+
+
+def needs_model(opts: Options) -> bool:
+    return not opts.merge
+
+
+def output(opts: Options, result: dict) -> str:
+    if opts.out:
+        return opts.out
+    if opts.merge:
+        return "pvq_forced.json" if result.get("format") == "forced_choice" else "pvq.json"
+    name = "pvq" if opts.format == "likert" else "pvq_forced"
+    return f"{name}_alpha.json" if opts.alpha_grid else f"{name}.json"
+
+
+def evaluate(lm: LoadedModel | None, source, opts: Options, run: RunDir | None = None,
+             neurons: dict | None = None) -> dict:
+    """Target-value gain per condition and language (see the module docstring); with ``opts.merge``,
+    the merge of gain files under ``run``'s ``evals/`` (no model)."""
+    from valuemech.values import parse_values
+
+    if opts.merge:
+        if run is None:
+            raise ValuemechError("--merge reads files of a run directory")
+        parts = {}
+        for n in opts.merge:
+            path = run.evals / n
+            if "/" in n or "\\" in n or not path.is_file():
+                raise ValuemechError(f"--merge: no file {n!r} under {run.evals}")
+            parts[n] = run.load_eval(n)
+        return with_contract(merge_results(parts, opts.n_boot))
+    vals = parse_values(opts.values)
+    items = load_items(opts.items) if opts.items else builtin_items([l.strip() for l in opts.langs])
+    if opts.alpha_grid:
+        conditions, settings = grid_conditions(lm, source, opts, opts.alpha_grid, run)
+        settings = {k: {**st, "component": k.rsplit("@", 1)[0]} for k, st in settings.items()}
+    else:
+        conditions, settings = build_conditions(lm, source, opts, run, neurons)
+    gains = pvq_gains if opts.format == "likert" else forced_gains
+    res = gains(lm, conditions, items, vals, n_boot=opts.n_boot, progress=opts.progress)
+    res["settings"] = settings
+    res["values"] = vals
+    return with_contract(res)
+
+
+def with_contract(res: dict) -> dict:
+    """Add the keys every evaluation result has: ``eval``, ``items`` (one per condition x language x
+    value cell) and ``aggregates`` (each condition's mean over languages)."""
+    res["eval"] = "pvq"
+    res["items"] = [{"condition": name, "lang": lang, "value": v, **cell}
+                    for name, row in res["rows"].items() for lang, by in row.items() if lang != "mean"
+                    for v, cell in by.get("per_value", {}).items()]
+    res["aggregates"] = {name: row["mean"] for name, row in res["rows"].items()}
+    return res
+
+
+def is_grid(result: dict) -> bool:
+    """Whether a result holds an α grid (every row's settings name its component)."""
+    rows = [st for st in (result.get("settings") or {}).values() if isinstance(st, dict)]
+    return bool(rows) and all("component" in st for st in rows)
+
+
+def _table(pvq: dict, forced: bool = False) -> str:
+    unit = "forced-choice win probability" if forced else "6-point scale"
+    langs = [k for k in next(iter(pvq["rows"].values())) if k != "mean"]
+    out = [f"### PVQ target-value gain ({unit}; mean over values [95% bootstrap CI over values])", "",
+           "| condition | setting | " + " | ".join(langs) + " | mean |", "|---|---|" + "---|" * (len(langs) + 1)]
+    for name, row in pvq["rows"].items():
+        setting = ", ".join(f"{k}={v}" for k, v in pvq["settings"].get(name, {}).items())
+        out.append(f"| {name} | {setting} | " + " | ".join(
+            f"{row[l]['gain']:+.3f} [{row[l]['gain_ci'][0]:+.3f}, {row[l]['gain_ci'][1]:+.3f}]" for l in langs + ["mean"])
+            + " |")
+    if forced:
+        return "\n".join(out)
+    out += ["", "Specificity (target change minus mean change on the other values):", "",
+            "| condition | " + " | ".join(langs) + " |", "|---|" + "---|" * len(langs)]
+    for name, row in pvq["rows"].items():
+        out.append(f"| {name} | " + " | ".join(f"{row[l]['specificity']:+.3f}" for l in langs) + " |")
+    out += ["", "Baseline rater per language:", "", "| lang | degenerate | option mass | argmax counts (1..6) |",
+            "|---|---|---|---|"]
+    for l, b in pvq["baseline"].items():
+        out.append(f"| {l} | {b['degenerate']} | {b['mean_option_mass']:.3f} | "
+                   f"{' '.join(str(b['argmax_counts'][str(k)]) for k in range(1, 7))} |")
+    return "\n".join(out)
+
+
+def markdown(result: dict) -> str:
+    forced = result.get("format") == "forced_choice"
+    return ("#### PVQ gain vs. α\n\n" if is_grid(result) else "") + _table(result, forced)
+
+
+def summary(result: dict) -> str:
+    """The gain table, and a warning per language whose Likert rater is degenerate."""
+    lines = [markdown(result)]
+    for l, b in result["baseline"].items() if result.get("format") != "forced_choice" else ():
+        if b["degenerate"]:
+            lines.append(f"warning: {l}: degenerate Likert rater (argmax counts {b['argmax_counts']}, "
+                         f"option mass {b['mean_option_mass']:.2f}); try --format forced")
+    return "\n".join(lines)
+
+
+def _gains_chart(pvq: dict, path: Path, unit: str = "6-pt PVQ gain") -> Path | None:
+    """Target-value PVQ gain per condition and language, mean over values with 95% intervals."""
+    rows = pvq.get("rows")
+    if not rows:
+        return None
+    names = list(rows)
+    langs = [k for k in rows[names[0]] if k != "mean"] + ["mean"]
+    fig, ax = plt.subplots(figsize=(max(7, 0.9 * len(names) + 2), 4))
+    width = 0.8 / len(langs)
+    for j, lang in enumerate(langs):
+        g = np.array([rows[n][lang]["gain"] for n in names], dtype=float)
+        ci = np.array([rows[n][lang]["gain_ci"] for n in names], dtype=float)
+        err = np.abs(np.stack([g - ci[:, 0], ci[:, 1] - g]))
+        ax.bar(np.arange(len(names)) + j * width, g, width, yerr=np.nan_to_num(err), capsize=2, label=lang)
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2, names, rotation=30, ha="right")
+    ax.set_ylabel(f"{unit} (mean over values)")
+    ax.set_title("target-value gain under steering (95% CI over values); paper: prompted +2.21, intrinsic +1.74")
+    ax.legend(title="language", fontsize=7, ncol=3)
+    return save(fig, path)
+
+
+def _alpha_chart(pvq: dict, path: Path) -> Path | None:
+    """Target-value PVQ gain vs. α per component, mean over languages and values (Figures 4–5)."""
+    fam: dict[str, list] = {}
+    for name, row in pvq.get("rows", {}).items():
+        st = pvq.get("settings", {}).get(name, {})
+        if "component" in st and "alpha" in st:
+            fam.setdefault(st["component"], []).append((st["alpha"], row["mean"]["gain"], row["mean"]["gain_ci"]))
+    rows = curve_rows(fam, min_points=2)
+    return alpha_curve(rows, path, "target-value gain (mean over values)",
+                       "PVQ gain vs. α (paper: prompted > intrinsic)", 0.0)
+
+
+def figures(result: dict, out_dir: Path, stem: str) -> list[Path]:
+    """``pvq_gains.png`` / ``pvq_forced_gains.png`` (``<stem>_gains.png``), or for an α grid ``pvq_alpha.png``."""
+    if is_grid(result):
+        return [_alpha_chart(result, out_dir / ("pvq_alpha.png" if stem == "pvq_alpha" else f"{stem}.png"))]
+    unit = "forced-choice gain" if result.get("format") == "forced_choice" else "6-pt PVQ gain"
+    return [_gains_chart(result, out_dir / f"{stem}_gains.png", unit)]

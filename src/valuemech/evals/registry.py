@@ -1,8 +1,29 @@
-"""The evaluations a run can have, by name: each is a module with ``evaluate`` and ``markdown``.
+"""The evaluations a run can have, and the contract every one of them follows.
 
-``run_eval`` runs one on a loaded model and writes ``RUN/evals/<name>.json`` atomically (nothing is
-written when it fails). The CLI (``valuemech eval <name>``) and the pipeline's ``evaluate`` stage
-both go through it.
+An evaluation is **one module** under ``valuemech/evals/`` plus **one line** in :data:`REGISTRY`.
+From that line valuemech makes the CLI subcommand ``valuemech eval <name>`` (flags generated from
+the module's ``Options`` dataclass), the pipeline's ``evaluate`` stage entry
+(``evaluate.evals: [<name>]``, options checked before anything runs) and the report's section.
+
+The module provides (see :class:`EvaluationModule`):
+
+- ``Options``: a dataclass of its settings (most use :class:`~valuemech.evals.common.EvalOptions`);
+  each field is a config key of ``evaluate.options`` / ``evaluate.per_eval.<name>`` and a CLI flag
+  (``--field-name``; a field's ``metadata`` may give ``help`` and ``flag``).
+- ``evaluate(lm, source, opts, run=None, neurons=None) -> dict``: the result, JSON-ready, with at
+  least ``eval`` (its name), ``settings`` (a mapping; ``model_id`` and ``seconds`` are added),
+  ``items`` (per-item results) and ``aggregates`` (the numbers its tables show, with intervals).
+  ``lm`` is the run's model (None when ``needs_model(opts)`` is false), ``source`` its vectors and
+  components (:class:`~valuemech.steering.SteeringSource`), ``run`` the
+  :class:`~valuemech.rundir.RunDir` (None outside a run), ``neurons`` the run's ``neurons.json``
+  when ``opts.beta`` asks for neuron rows.
+- ``markdown(result) -> str``: its tables (the CLI, ``eval markdown`` and the report show them).
+
+and optionally ``figures(result, out_dir, stem) -> list[Path]`` (PNG files for the report),
+``needs_model(opts) -> bool`` (default: true), ``output(opts, result) -> str`` (the file it writes under
+``evals/``; default ``<name>.json``), ``OUTPUTS`` (every file name it may write, for the report;
+default ``(<name>.json,)``) and ``summary(result) -> str`` (what the CLI prints; default ``markdown``).
+``ARCHITECTURE.md`` shows a complete 30-line example.
 """
 
 from __future__ import annotations
@@ -10,77 +31,179 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Any, Protocol
 
+from valuemech.config import EvaluateConfig, matches_type
 from valuemech.errors import ValuemechError
-from valuemech.evals.common import EvalOptions
-
-#: name -> (module, one-line description)
-EVALS: dict[str, tuple[str, str]] = {
-    "value_portrait": ("valuemech.evals.value_portrait",
-                       "Value Portrait: rate candidate responses by similarity to own thoughts; value profile and gains."),
-    "dilemmas": ("valuemech.evals.dilemmas",
-                 "Situational dilemmas: win rate and mean shift towards the steered value's action."),
-    "freeform": ("valuemech.evals.freeform",
-                 "Free-form PVQ: open answers scored 0-10 for the target value by a non-labelling judge."),
-    "diversity": ("valuemech.evals.diversity",
-                  "Diversity: Distinct-2, EAD-2, MTLD, self-BLEU, semantic diversity; logit-lens entropy."),
-    "instruct": ("valuemech.evals.instruct",
-                 "Instruction following (IFEval-style checks) under mean-delta steering over an α grid."),
-    "jailbreak": ("valuemech.evals.jailbreak",
-                  "Jailbreak compliance (refusal matcher, optional LLM judge) under mean-delta / prompted-unique steering."),
-}
 
 
-def get_eval(name: str) -> ModuleType:
+class EvaluationModule(Protocol):
+    """What an evaluation module provides (the optional parts are listed in the module docstring)."""
+
+    Options: type
+
+    def evaluate(self, lm: Any, source: Any, opts: Any, run: Any = None, neurons: dict | None = None) -> dict: ...
+
+    def markdown(self, result: dict) -> str: ...
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One registry line: the name, its module, a one-line description, and where the report shows it."""
+
+    name: str
+    module: str
+    doc: str
+    section: str = "Evaluations"  # the report section (h2) it appears under
+    core: bool = False  # the findings read it: the report lists it as missing when absent
+    alias: bool = False  # also a top-level command (``valuemech sweep``)
+
+    def load(self) -> ModuleType:
+        return importlib.import_module(self.module)
+
+    def options_type(self) -> type:
+        return getattr(self.load(), "Options")
+
+    def outputs(self) -> tuple[str, ...]:
+        return tuple(getattr(self.load(), "OUTPUTS", (f"{self.name}.json",)))
+
+    def output(self, opts: Any, result: dict) -> str:
+        fn = getattr(self.load(), "output", None)
+        return fn(opts, result) if fn is not None else f"{self.name}.json"
+
+    def needs_model(self, opts: Any) -> bool:
+        fn = getattr(self.load(), "needs_model", None)
+        return True if fn is None else bool(fn(opts))
+
+
+#: Keys every result has (beside its own).
+RESULT_KEYS = ("eval", "settings", "items", "aggregates")
+STEERING = "Steering (Figures 4–5) and the capability guard"
+
+#: Every evaluation, in the order the evaluate stage runs them (the sweep first: the others read its α).
+REGISTRY: tuple[Evaluation, ...] = (
+    Evaluation("sweep", "valuemech.evals.sweep", "Capability guard curves (MC accuracy drop, KL) over α per "
+               "component; the largest safe α.", section=STEERING, core=True, alias=True),
+    Evaluation("pvq", "valuemech.evals.pvq", "PVQ target-value gain per component, neuron class and control, per "
+               "language.", section=STEERING, core=True),
+    Evaluation("value_portrait", "valuemech.evals.value_portrait",
+               "Value Portrait: rate candidate responses by similarity to own thoughts; value profile and gains."),
+    Evaluation("dilemmas", "valuemech.evals.dilemmas",
+               "Situational dilemmas: win rate and mean shift towards the steered value's action."),
+    Evaluation("freeform", "valuemech.evals.freeform",
+               "Free-form PVQ: open answers scored 0-10 for the target value by a non-labelling judge."),
+    Evaluation("diversity", "valuemech.evals.diversity",
+               "Diversity: Distinct-2, EAD-2, MTLD, self-BLEU, semantic diversity; logit-lens entropy."),
+    Evaluation("instruct", "valuemech.evals.instruct",
+               "Instruction following (IFEval-style checks) under mean-delta steering over an α grid."),
+    Evaluation("jailbreak", "valuemech.evals.jailbreak",
+               "Jailbreak compliance (refusal matcher, optional LLM judge) under mean-delta / prompted-unique steering."),
+    Evaluation("circumplex", "valuemech.evals.circumplex", "PCA of the u_shared axes, Procrustes fit to the "
+               "Schwartz circle, permutation test (no model needed).", section="The Schwartz circumplex", core=True),
+)
+EVALS: dict[str, Evaluation] = {e.name: e for e in REGISTRY}
+
+
+def get_eval(name: str) -> Evaluation:
     if name not in EVALS:
         raise ValuemechError(f"unknown evaluation {name!r}; known: {', '.join(EVALS)}")
-    return importlib.import_module(EVALS[name][0])
+    return EVALS[name]
 
 
-def make_options(raw: dict | None) -> EvalOptions:
-    """EvalOptions from a mapping (config or CLI), naming any unknown key."""
-    from valuemech.config import matches_type
+def option_fields(options_type: type) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(options_type)}
 
+
+def make_options(raw: dict | None, name: str | None = None, strict: bool = True) -> Any:
+    """The options of evaluation ``name`` (default: the shared ``EvalOptions``) from a mapping (config
+    or CLI), type-checked; an unknown key is an error unless ``strict`` is false (then it is dropped)."""
+    from valuemech.evals.common import EvalOptions
+
+    options_type = get_eval(name).options_type() if name else EvalOptions
     raw = dict(raw or {})
-    types = {f.name: str(f.type) for f in dataclasses.fields(EvalOptions)}
-    bad = sorted(map(str, set(raw) - set(types)))
-    if bad:
-        raise ValuemechError(f"unknown evaluation option {bad[0]!r}; known: {', '.join(sorted(types))}")
+    fields = option_fields(options_type)
+    bad = sorted(map(str, set(raw) - set(fields)))
+    if bad and strict:
+        where = f" of {name}" if name else ""
+        raise ValuemechError(f"unknown evaluation option{where} {bad[0]!r}; known: {', '.join(sorted(fields))}")
+    raw = {k: v for k, v in raw.items() if k in fields}
     if raw.get("values") is not None:
         from valuemech.values import parse_values
 
         raw["values"] = parse_values(raw["values"])
     for key, value in raw.items():
-        if not matches_type(value, types[key]):
-            raise ValuemechError(f"evaluation option {key} must be {types[key]}, not {type(value).__name__}")
-    return EvalOptions(**raw)
+        want = str(fields[key].type)
+        if not matches_type(value, want):
+            raise ValuemechError(f"evaluation option {key} must be {want}, not {type(value).__name__}")
+    opts = options_type(**raw)
+    check = getattr(opts, "check", None)
+    if check is not None:
+        check()
+    return opts
 
 
-def eval_path(run_root: Path, name: str) -> Path:
-    return Path(run_root) / "evals" / f"{name}.json"
+def options_for(name: str, evaluate: EvaluateConfig) -> Any:
+    """Options of ``name`` from the config: the shared ``evaluate.options`` (keys it has), then its own."""
+    return make_options({**_shared_for(name, evaluate.options), **evaluate.per_eval.get(name, {})}, name)
 
 
-def run_eval(name: str, lm, source, opts: EvalOptions, run_root: Path | None = None) -> dict:
-    """Run evaluation ``name``; with ``run_root``, write ``evals/<name>.json`` (atomic) and return the result."""
-    from valuemech.io import atomic_write_json
+def _shared_for(name: str, options: dict) -> dict:
+    fields = option_fields(get_eval(name).options_type())
+    return {k: v for k, v in options.items() if k in fields}
 
-    module = get_eval(name)
+
+def check_config(evaluate: EvaluateConfig) -> None:
+    """Every evaluation name and option of a config's ``evaluate`` section, checked before any work."""
+    for name in list(evaluate.evals) + list(evaluate.per_eval):
+        get_eval(name)
+    known = set().union(*(option_fields(e.options_type()) for e in REGISTRY))
+    bad = sorted(map(str, set(evaluate.options) - known))
+    if bad:
+        raise ValuemechError(f"unknown evaluation option {bad[0]!r}; known: {', '.join(sorted(known))}")
+    for name in dict.fromkeys([*evaluate.evals, *evaluate.per_eval]):
+        options_for(name, evaluate)
+
+
+def ordered(names: list[str]) -> list[str]:
+    """``names`` in registry order (the sweep before the evaluations that read it)."""
+    for n in names:
+        get_eval(n)
+    return [e.name for e in REGISTRY if e.name in names]
+
+
+def run_eval(name: str, lm, source, opts: Any, run=None) -> dict:
+    """Run evaluation ``name``; with ``run`` (a RunDir), write its file under ``evals/`` (atomic) and
+    return the result. Nothing is written when it fails."""
+    ev = get_eval(name)
+    module = ev.load()
     neurons = None
-    if run_root is not None and (Path(run_root) / "neurons.json").exists() and opts.beta:
-        from valuemech.neurons import load_neurons
-
-        neurons = load_neurons(Path(run_root) / "neurons.json")
+    if run is not None and getattr(opts, "beta", 0) and run.neurons_json.exists():
+        neurons = run.load_neurons()
     t0 = time.perf_counter()
-    result = module.evaluate(lm, source, opts, run_root=run_root, neurons=neurons)
-    result.setdefault("settings", {})
-    result["settings"]["model_id"] = lm.model_id
+    result = module.evaluate(lm, source, opts, run=run, neurons=neurons)
+    missing = [k for k in RESULT_KEYS if k not in result]
+    if missing:
+        raise ValuemechError(f"evaluation {name} returned no {missing[0]!r} (see the contract in {__name__})")
+    result["settings"]["model_id"] = lm.model_id if lm is not None else source.vectors.metadata.get("model_id")
     result["settings"]["seconds"] = round(time.perf_counter() - t0, 1)
-    if run_root is not None:
-        atomic_write_json(eval_path(run_root, name), result)
+    if run is not None:
+        run.write_eval(ev.output(opts, result), result)
     return result
 
 
 def markdown(name: str, result: dict) -> str:
-    return get_eval(name).markdown(result)
+    return get_eval(name).load().markdown(result)
+
+
+def summary(name: str, result: dict) -> str:
+    """What the CLI prints after running ``name``."""
+    module = get_eval(name).load()
+    return getattr(module, "summary", module.markdown)(result)
+
+
+def figures(name: str, result: dict, out_dir: Path, stem: str) -> list[Path]:
+    fn = getattr(get_eval(name).load(), "figures", None)
+    return [p for p in (fn(result, Path(out_dir), stem) if fn is not None else []) if p is not None]

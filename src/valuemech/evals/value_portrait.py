@@ -25,6 +25,7 @@ from valuemech.errors import ValuemechError
 from valuemech.evals.common import EvalOptions, baseline, bootstrap_mean, build_conditions
 from valuemech.io import parse_json
 from valuemech.models.loading import LoadedModel
+from valuemech.rundir import RunDir
 from valuemech.scoring import answer_prompt, option_probabilities
 from valuemech.values import VALUES, canonical_value
 
@@ -138,7 +139,11 @@ def value_scores(responses: list[PortraitResponse], ratings, threshold: float = 
     return out
 
 
-def evaluate(lm: LoadedModel, source, opts: EvalOptions, run_root: Path | None = None,
+#: The evaluation's settings (the shared ones: see valuemech.evals.common).
+Options = EvalOptions
+
+
+def evaluate(lm: LoadedModel, source, opts: EvalOptions, run: RunDir | None = None,
              neurons: dict | None = None, threshold: float = 0.3) -> dict:
     """Baseline value profile, and each condition's change of the target value's score (steered towards it)."""
     from tqdm.auto import tqdm
@@ -148,7 +153,7 @@ def evaluate(lm: LoadedModel, source, opts: EvalOptions, run_root: Path | None =
         queries = list(dict.fromkeys(r.query for r in responses))[: opts.limit]
         responses = [r for r in responses if r.query in set(queries)]
     values = opts.values or list(VALUES)
-    conditions, settings = build_conditions(lm, source, opts, run_root, neurons)
+    conditions, settings = build_conditions(lm, source, opts, run, neurons)
     with baseline():
         base, mass = rate(lm, responses, opts.batch_size)
     base_scores = value_scores(responses, base, threshold)

@@ -17,12 +17,12 @@ too few pairs), ``missing`` (the evaluation did not run). Never hard-coded.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from valuemech.evals.common import bootstrap_mean
+from valuemech.rundir import RunDir
 
 CLAIMS = ("steerability", "diversity", "compliance")
 
@@ -61,22 +61,12 @@ def _paired(diffs: list[float], n_boot: int) -> tuple[float | None, list[float] 
     return sum(diffs) / len(diffs), bootstrap_mean(diffs, n_boot), len(diffs)
 
 
-def _load(evals_dir: Path, name: str) -> dict | None:
-    path = evals_dir / name
-    if not path.exists():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return None
-
-
-def steerability(evals_dir: Path, n_boot: int = 1000) -> Finding:
+def steerability(run: RunDir, n_boot: int = 1000) -> Finding:
     base = dict(claim="steerability", statement="steering with prompted vectors raises the target value's PVQ "
                 "score more than steering with intrinsic vectors",
                 paper="6-pt PVQ gain: prompted +2.21, intrinsic +1.74 (Qwen2.5-7B-Instruct, 5 languages)")
     for fname, unit in (("pvq.json", "6-pt scale"), ("pvq_forced.json", "forced-choice win probability")):
-        pvq = _load(evals_dir, fname)
+        pvq = run.peek(run.eval_path(fname))
         if pvq is None or not {"prompted", "intrinsic"} <= set(pvq.get("rows", {})):
             continue
         p, i = pvq["rows"]["prompted"], pvq["rows"]["intrinsic"]
@@ -101,10 +91,10 @@ def steerability(evals_dir: Path, n_boot: int = 1000) -> Finding:
                    verdict="missing", source="evals/pvq.json (not run, or without prompted and intrinsic rows)")
 
 
-def diversity(evals_dir: Path, n_boot: int = 1000) -> Finding:
+def diversity(run: RunDir, n_boot: int = 1000) -> Finding:
     base = dict(claim="diversity", statement="intrinsic steering keeps responses more diverse than prompted steering",
                 paper="Distinct-2: intrinsic 0.362, prompted 0.342 (Qwen2.5-7B-Instruct)")
-    d = _load(evals_dir, "diversity.json")
+    d = run.peek(run.eval_path("diversity.json"))
     rows = (d or {}).get("aggregates", {}).get("rows", {})
     if not {"intrinsic", "prompted"} <= set(rows):
         return Finding(**base, measure="Distinct-2(intrinsic) − Distinct-2(prompted)", effect=None, ci=None, n=0,
@@ -118,11 +108,11 @@ def diversity(evals_dir: Path, n_boot: int = 1000) -> Finding:
                    detail=f"Distinct-2 intrinsic {ai:.3f}, prompted {ap:.3f}")
 
 
-def compliance(evals_dir: Path, n_boot: int = 1000) -> Finding:
+def compliance(run: RunDir, n_boot: int = 1000) -> Finding:
     base = dict(claim="compliance", statement="steering along the prompted-unique (mean-delta) direction raises "
                 "compliance with requests a safe assistant refuses",
                 paper="AdvBench ASR 13.3% → 97.2% (Llama-3.1-8B), 27.0% → 89.0% (Qwen2.5-7B)")
-    j = _load(evals_dir, "jailbreak.json")
+    j = run.peek(run.eval_path("jailbreak.json"))
     if j is None:
         return Finding(**base, measure="ASR(mean_delta) − ASR(random control)", effect=None, ci=None, n=0,
                        verdict="missing", source="evals/jailbreak.json (not run)")
@@ -155,7 +145,7 @@ def compliance(evals_dir: Path, n_boot: int = 1000) -> Finding:
                    detail=f"ASR baseline {100 * mean(base_asr):.1f}%, mean_delta {100 * mean(md_asr):.1f}%")
 
 
-def findings(run_root: Path, n_boot: int = 1000) -> list[Finding]:
+def findings(run: RunDir | Path, n_boot: int = 1000) -> list[Finding]:
     """The three findings of one run directory."""
-    ev = Path(run_root) / "evals"
-    return [steerability(ev, n_boot), diversity(ev, n_boot), compliance(ev, n_boot)]
+    run = run if isinstance(run, RunDir) else RunDir(run)
+    return [steerability(run, n_boot), diversity(run, n_boot), compliance(run, n_boot)]

@@ -15,10 +15,13 @@ from pathlib import Path
 
 import markdown as md
 
+from valuemech.evals.registry import REGISTRY
+from valuemech.evals.registry import figures as eval_figures
 from valuemech.io import atomic_write_text
 from valuemech.report import figures, tables
 from valuemech.report.browser import PAGE_ERROR_HOOK_JS, PAGE_PROBE_JS
 from valuemech.report.findings import findings
+from valuemech.rundir import RunDir
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;
@@ -31,24 +34,22 @@ text-align:left}th{background:#f4f4f4}img{max-width:100%;border:1px solid #eee;m
 .verdict-missing{color:#777}code{background:#f6f6f6;padding:0 3px}.small{font-size:.85em;color:#555}
 """
 
-#: (artifact, command that makes it) in pipeline order.
-ARTIFACTS = [
+#: (artifact, command that makes it) of the stages, in pipeline order; the core evaluations follow (registry).
+STAGE_ARTIFACTS = [
     ("responses.jsonl", "valuemech generate --run RUN"), ("labels.jsonl", "valuemech label --run RUN"),
     ("vectors.safetensors", "valuemech extract --run RUN"), ("components.safetensors", "valuemech decompose --run RUN"),
-    ("neurons.json", "valuemech neurons --run RUN"), ("evals/sweep.json", "valuemech sweep --run RUN"),
-    ("evals/pvq.json", "valuemech eval pvq --run RUN"), ("evals/circumplex.json", "valuemech eval circumplex --run RUN"),
+    ("neurons.json", "valuemech neurons --run RUN"),
 ]
+
+
+def expected_artifacts() -> list[tuple[str, str]]:
+    """Every artifact the findings need, with the command that makes it."""
+    return STAGE_ARTIFACTS + [(f"evals/{ev.outputs()[0]}", f"valuemech eval {ev.name} --run RUN")
+                              for ev in REGISTRY if ev.core]
 
 
 def _md(text: str) -> str:
     return md.markdown(text, extensions=["tables"])
-
-
-def _load(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text()) if path.exists() else None
-    except (json.JSONDecodeError, OSError):
-        return None
 
 
 def _img(path: Path | None, root: Path, alt: str) -> str:
@@ -75,24 +76,20 @@ def findings_table(found: list[dict]) -> str:
             f"<th>source</th></tr>{rows}</table>")
 
 
-def _summary(root: Path, cfg: dict | None) -> str:
-    from safetensors import safe_open
-
+def _summary(run: RunDir, cfg: dict | None) -> str:
     items = []
     if cfg:
         items.append(f"model <code>{html.escape(str(cfg['model']['name']))}</code> ({cfg['model']['dtype']}, "
                      f"{cfg['model']['device']}); judge <code>{html.escape(cfg['judge']['name'])}</code>; seed "
                      f"{cfg['seed']}; preset {cfg.get('preset')}")
     out = "<p>" + "<br>".join(items) + "</p>"
-    vec = root / "vectors.safetensors"
-    if vec.exists():
-        with safe_open(str(vec), "pt") as fh:
-            meta = fh.metadata() or {}
+    if run.vectors.exists():
+        meta = run.load_vectors().metadata
         counts = json.loads(meta.get("counts", "{}"))
         out += (f"<p class='small'>model id {html.escape(meta.get('model_id', '?'))}; weights sha256 "
                 f"<code>{html.escape(meta.get('weights_sha256', '?')[:16])}…</code>; {meta.get('n_layers', '?')} blocks; "
                 f"library {html.escape(meta.get('library', '?'))}</p>")
-        dec = _load(root / "decompose.json")
+        dec = run.peek(run.decompose_json)
         mid = int(meta.get("n_layers", 2)) // 2
         lines = ["| value | intrinsic (expressing / not) | prompted (expressing / not) | cos(v_int, v_prompt) @ block "
                  f"{mid} |", "|---|---|---|---|"]
@@ -102,7 +99,7 @@ def _summary(root: Path, cfg: dict | None) -> str:
             lines.append(f"| {v} | {ci.get('expressed', '-')} / {ci.get('not', '-')} | {cp.get('expressed', '-')} / "
                          f"{cp.get('not', '-')} | {'-' if cos is None else f'{cos:+.3f}'} |")
         out += _md("\n".join(lines))
-    stages = _load(root / "stages.json")
+    stages = run.load_stages()
     if stages:
         out += "<p class='small'>stage wall time: " + ", ".join(
             f"{k} {v.get('seconds', 0):.1f} s" for k, v in stages.items()) + "</p>"
@@ -125,37 +122,56 @@ def _decompose(dec: dict) -> str:
     return "<p>" + " ".join(parts) + "</p>"
 
 
-def _preflight(root: Path) -> None:
+def _preflight(run: RunDir) -> None:
     """Read every artifact the page uses before writing anything: a damaged one is a one-line error naming it."""
-    from valuemech.config import load_config
-    from valuemech.decompose import Components, load_summary
-    from valuemech.neurons import load_neurons
-    from valuemech.vectors import ValueVectors
-
-    for name, load in (("config.yaml", load_config), ("vectors.safetensors", ValueVectors.load),
-                       ("components.safetensors", Components.load), ("decompose.json", load_summary),
-                       ("neurons.json", load_neurons)):
-        if (root / name).exists():
-            load(root / name)
-    tables.run_markdown(root)  # every evals/*.json in the shape its table needs
+    for path, load in ((run.config, run.load_config), (run.vectors, run.load_vectors),
+                       (run.components, run.load_components), (run.decompose_json, run.load_decomposition),
+                       (run.neurons_json, run.load_neurons)):
+        if path.exists():
+            load()
+    tables.run_markdown(run)  # every evals/*.json in the shape its table needs
 
 
-def build_report(run_root: Path, n_boot: int = 1000) -> Path:
+def _evaluation_sections(run: RunDir, figs: Path) -> list[str]:
+    """Each evaluation's figures and tables under its report section, in registry order; the
+    evaluations that did not run are named with the command that makes them."""
+    body: list[str] = []
+    results = tables.eval_results(run)
+    sections = list(dict.fromkeys(ev.section for ev in REGISTRY))
+    for section in sections:
+        in_section = [(ev, path) for ev, path in results if ev.section == section]
+        missing = [ev.name for ev in REGISTRY if ev.section == section and not ev.core
+                   and not any(e is ev for e, _ in in_section)]
+        if not in_section and not missing:
+            continue
+        body.append(f"<h2>{html.escape(section)}</h2>")
+        for ev, path in in_section:
+            res = run.peek(path)
+            if res is None:
+                body.append(f"<p class='missing'>{html.escape(run.relative(path))} is unreadable</p>")
+                continue
+            if ev.section == "Evaluations" or path.name != ev.outputs()[0]:
+                body.append(f"<h3>{html.escape(path.stem)}</h3>")
+            body += [_img(f, run.root, path.stem) for f in eval_figures(ev.name, res, figs, path.stem)]
+            body.append(_md(tables.render(ev, path, res)))
+        if missing:
+            body.append("<p class='missing'>Not run: " + ", ".join(f"<code>{n}</code>" for n in missing)
+                        + f" (<code>valuemech eval NAME --run {html.escape(str(run.root))}</code>)</p>")
+    return body
+
+
+def build_report(run_root: Path | RunDir, n_boot: int = 1000) -> Path:
     """Write ``report.html`` and ``figures/*.png`` into the run directory; return the page's path."""
-    root = Path(run_root)
-    _preflight(root)
-    figs = root / "figures"
-    ev = root / "evals"
-    cfg = None
-    if (root / "config.yaml").exists():
-        import yaml
-
-        cfg = yaml.safe_load((root / "config.yaml").read_text())
-    found = [f.to_dict() for f in findings(root, n_boot)]
+    run = run_root if isinstance(run_root, RunDir) else RunDir(run_root)
+    root = run.root
+    _preflight(run)
+    figs = run.figures
+    cfg = run.load_config().to_dict() if run.config.exists() else None
+    found = [f.to_dict() for f in findings(run, n_boot)]
     body = [f"<h1>valuemech report: {html.escape(str((cfg or {}).get('model', {}).get('name', root.name)))}</h1>",
             f"<p class='small'>run directory <code>{html.escape(str(root.resolve()))}</code>; written "
             f"{time.strftime('%Y-%m-%d %H:%M')}. Every number below is read from this directory's files.</p>"]
-    missing = [(a, c.replace("RUN", str(root))) for a, c in ARTIFACTS if not (root / a).exists()]
+    missing = [(a, c.replace("RUN", str(root))) for a, c in expected_artifacts() if not (root / a).exists()]
     if missing:
         body.append("<div class='missing'><b>Missing stages (their sections are left out):</b><ul>" + "".join(
             f"<li><code>{html.escape(a)}</code> — make it with <code>{html.escape(c)}</code></li>" for a, c in missing)
@@ -164,59 +180,21 @@ def build_report(run_root: Path, n_boot: int = 1000) -> Path:
              _img(figures.findings_chart(found, figs / "findings.png"), root, "findings"),
              "<p class='small'>Verdicts come from the 95% bootstrap interval of each effect: supported (above 0), "
              "not supported (below 0), inconclusive (spans 0 or too few pairs), missing (not run).</p>",
-             "<h2>Pipeline summary</h2>", _summary(root, cfg)]
-    dec = _load(root / "decompose.json")
+             "<h2>Pipeline summary</h2>", _summary(run, cfg)]
+    dec = run.peek(run.decompose_json)
     if dec:
         body += ["<h2>Intrinsic vs. prompted vectors (Figure 2)</h2>",
                  _img(figures.cosine_heatmap(dec, figs / "cosine_heatmap.png"), root, "cosine heatmap"), _decompose(dec)]
-    nj = _load(root / "neurons.json")
+    nj = run.peek(run.neurons_json)
     if nj:
         body += ["<h2>Value neurons (Figure 3)</h2>", _img(figures.neuron_counts(nj, figs / "neurons.png"), root, "neurons"),
                  "<p>Strongest neurons of each class and their top-activating response tokens:</p>",
                  _md(tables.strongest_neurons_md(nj)), "<details><summary>counts per block</summary>",
                  _md(tables.neurons_md(nj)), "</details>"]
-    sw = _load(ev / "sweep.json")
-    pvq = _load(ev / "pvq.json")
-    pvqf = _load(ev / "pvq_forced.json")
-    if sw or pvq or pvqf or _load(ev / "pvq_alpha.json"):
-        body.append("<h2>Steering (Figures 4–5) and the capability guard</h2>")
-    if sw:
-        body += [_img(figures.guard_curves(sw, figs / "guard.png"), root, "guard curves"), _md(tables.sweep_md(sw))]
-    if pvq:
-        body += [_img(figures.pvq_gains(pvq, figs / "pvq_gains.png"), root, "PVQ gains"), _md(tables.pvq_md(pvq))]
-    if pvqf:
-        body += [_img(figures.pvq_gains(pvqf, figs / "pvq_forced_gains.png", "forced-choice gain"), root, "forced"),
-                 _md(tables.pvq_md(pvqf, forced=True))]
-    pvqa = _load(ev / "pvq_alpha.json")
-    if pvqa:
-        body += ["<h3>PVQ gain vs. α</h3>", _img(figures.pvq_alpha_curves(pvqa, figs / "pvq_alpha.png"), root, "alpha"),
-                 "<details><summary>table</summary>", _md(tables.pvq_md(pvqa)), "</details>"]
-    from valuemech.evals.registry import EVALS, markdown as eval_md
-
-    extra_figs = {"diversity": figures.diversity, "instruct": figures.instruct_curve, "jailbreak": figures.jailbreak_curve}
-    ran = [n for n in EVALS if (ev / f"{n}.json").exists()]
-    body.append("<h2>Evaluations</h2>")
-    for name in ran:
-        res = _load(ev / f"{name}.json")
-        if res is None:
-            body.append(f"<p class='missing'>evals/{name}.json is unreadable</p>")
-            continue
-        body.append(f"<h3>{html.escape(name)}</h3>")
-        if name in extra_figs:
-            body.append(_img(extra_figs[name](res, figs / f"{name}.png"), root, name))
-        body.append(_md(eval_md(name, res)))
-    not_run = [n for n in EVALS if n not in ran]
-    if not_run:
-        body.append("<p class='missing'>Not run: " + ", ".join(
-            f"<code>{n}</code>" for n in not_run) + f" (<code>valuemech eval NAME --run {html.escape(str(root))}</code>)</p>")
-    cx = _load(ev / "circumplex.json")
-    if cx:
-        body += ["<h2>The Schwartz circumplex</h2>", _img(figures.circumplex(cx, figs / "circumplex.png"), root, "circumplex"),
-                 _md(tables.circumplex_md(cx))]
+    body += _evaluation_sections(run, figs)
     page = _page("valuemech report", "\n".join(b for b in body if b))
-    out = root / "report.html"
-    atomic_write_text(out, page)
-    return out
+    atomic_write_text(run.report_html, page)
+    return run.report_html
 
 
 def _page(title: str, body: str) -> str:
@@ -228,15 +206,13 @@ def build_compare(run_roots: list[Path], out: Path, n_boot: int = 1000) -> Path:
     """One page with the findings of several runs side by side (one column per run)."""
     from valuemech.errors import ValuemechError
 
-    runs = [Path(r) for r in run_roots]
+    runs = [RunDir(r) for r in run_roots]
     for r in runs:
-        if not (r / "config.yaml").exists():
-            raise ValuemechError(f"{r} is not a run directory (no config.yaml)")
-    import yaml
-
-    names = [str(yaml.safe_load((r / "config.yaml").read_text())["model"]["name"]) for r in runs]
+        if not r.config.exists():
+            raise ValuemechError(f"{r.root} is not a run directory (no config.yaml)")
+    names = [r.model_name() for r in runs]
     per_run = [[f.to_dict() for f in findings(r, n_boot)] for r in runs]
-    head = "".join(f"<th>{html.escape(n)}<br><span class='small'>{html.escape(str(r))}</span></th>"
+    head = "".join(f"<th>{html.escape(n)}<br><span class='small'>{html.escape(str(r.root))}</span></th>"
                    for n, r in zip(names, runs))
     rows = []
     for k, claim in enumerate(per_run[0]):

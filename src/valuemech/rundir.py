@@ -1,0 +1,216 @@
+"""The run directory: every path of it, and the one reader and writer of each artifact.
+
+A run directory is the contract between the stages and with users (README, "The run directory").
+Stages, evaluations, the report, the server and the CLI all go through :class:`RunDir`; nothing
+else builds a path inside a run. Readers check the shape their callers rely on and fail with a
+one-line error naming the file and the stage to rerun.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from valuemech.config import RunConfig, load_config
+from valuemech.errors import ValuemechError
+from valuemech.io import atomic_write_json, atomic_write_text, load_json, sweep_orphan_temps
+
+#: Config sections whose change invalidates a run directory's artifacts.
+FROZEN = ("seed", "model", "data", "generation", "judge", "extract")
+#: Keys of frozen sections that only say how to run (not what is computed): a resume may change them.
+RUNTIME_KEYS = ("model.threads", "model.device", "model.device_map")
+
+
+@dataclass
+class RunDir:
+    """Paths, readers and writers of one run directory (see the README's table)."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root)
+
+    config = property(lambda self: self.root / "config.yaml")
+    responses = property(lambda self: self.root / "responses.jsonl")
+    labels = property(lambda self: self.root / "labels.jsonl")
+    vectors = property(lambda self: self.root / "vectors.safetensors")
+    components = property(lambda self: self.root / "components.safetensors")
+    decompose_json = property(lambda self: self.root / "decompose.json")
+    stages_json = property(lambda self: self.root / "stages.json")
+    neurons_json = property(lambda self: self.root / "neurons.json")
+    report_html = property(lambda self: self.root / "report.html")
+    figures = property(lambda self: self.root / "figures")
+    evals = property(lambda self: self.root / "evals")
+
+    def eval_path(self, file: str) -> Path:
+        """``evals/<file>`` (``file`` a bare name such as ``pvq.json``; ``.json`` added when missing)."""
+        if not file or "/" in file or "\\" in file or file.startswith("."):
+            raise ValuemechError(f"not a file name under {self.evals}: {file!r}")
+        return self.evals / (file if file.endswith(".json") else f"{file}.json")
+
+    def relative(self, path: Path) -> str:
+        """``path`` relative to the run directory, as the report and error messages name it."""
+        return Path(path).relative_to(self.root).as_posix()
+
+    # readers ------------------------------------------------------------------------------
+    def load_config(self) -> RunConfig:
+        return load_config(self.config)
+
+    def load_responses(self) -> list[dict]:
+        from valuemech.generate import load_responses
+
+        return load_responses(self.responses)
+
+    def read_labels(self) -> list[dict]:
+        """``labels.jsonl`` rows as written (checked)."""
+        from valuemech.labels import read_labels
+
+        return read_labels(self.labels)
+
+    def load_labels(self) -> dict[str, dict[str, bool]]:
+        return self.load_labels_and_judge()[0]
+
+    def load_labels_and_judge(self) -> tuple[dict[str, dict[str, bool]], str | None]:
+        from valuemech.labels import load_labels
+
+        return load_labels(self.labels)
+
+    def load_vectors(self):
+        from valuemech.vectors import ValueVectors
+
+        return ValueVectors.load(self.vectors)
+
+    def load_components(self):
+        from valuemech.decompose import Components
+
+        return Components.load(self.components)
+
+    def load_decomposition(self) -> dict:
+        from valuemech.decompose import load_summary
+
+        return load_summary(self.decompose_json)
+
+    def load_neurons(self) -> dict:
+        from valuemech.neurons import load_neurons
+
+        return load_neurons(self.neurons_json)
+
+    def load_eval(self, file: str) -> dict:
+        """A result file under ``evals/`` (one-line error when unreadable)."""
+        return load_json(self.eval_path(file))
+
+    def peek(self, path: Path) -> Any | None:
+        """A JSON file's content, or None when it is missing or unreadable (for optional page parts)."""
+        try:
+            return json.loads(Path(path).read_text(encoding="utf-8")) if Path(path).exists() else None
+        except (OSError, ValueError):
+            return None
+
+    def load_sweep(self) -> dict | None:
+        """``evals/sweep.json`` checked for the shape its readers rely on, or None without one."""
+        path = self.eval_path("sweep.json")
+        if not path.exists():
+            return None
+        data = load_json(path)
+        if not _is_sweep(data):
+            raise ValuemechError(f"{path}: not a sweep result (rerun `valuemech sweep`)")
+        return data
+
+    def sweep_choice(self) -> dict:
+        """``chosen`` of ``evals/sweep.json`` ({component: {layer, alpha, ...}}), or {} without a sweep."""
+        sweep = self.load_sweep()
+        return (sweep or {}).get("chosen") or {}
+
+    def load_stages(self) -> dict:
+        """``stages.json`` (wall times only: an unreadable one reads as empty)."""
+        data = self.peek(self.stages_json)
+        return data if isinstance(data, dict) else {}
+
+    def model_name(self) -> str:
+        return str(self.load_config().model.name)
+
+    # writers ------------------------------------------------------------------------------
+    def write_config(self, cfg: RunConfig) -> None:
+        atomic_write_text(self.config, cfg.to_yaml())
+
+    def write_eval(self, file: str, result: dict) -> Path:
+        path = self.eval_path(file)
+        atomic_write_json(path, result)
+        return path
+
+    def record_stage(self, stage: str, seconds: float, **info: Any) -> None:
+        data = self.load_stages()
+        data[stage] = {"seconds": round(seconds, 2), **info}
+        atomic_write_text(self.stages_json, json.dumps(data, indent=2) + "\n")
+
+    def newer(self, a: Path, b: Path) -> bool:
+        """Whether ``a`` exists and was written no earlier than ``b``."""
+        return a.exists() and b.exists() and a.stat().st_mtime_ns >= b.stat().st_mtime_ns
+
+
+def _is_sweep(data: object) -> bool:
+    """The shape sweep readers rely on: ``chosen`` {component: null | point with layer} and ``curves``
+    {component: {block: [point]}}, a point holding numbers alpha, accuracy_drop and kl."""
+    def point(p: object) -> bool:
+        return isinstance(p, dict) and all(isinstance(p.get(k), (int, float)) and not isinstance(p.get(k), bool)
+                                           for k in ("alpha", "accuracy_drop", "kl"))
+
+    if not isinstance(data, dict) or "chosen" not in data or not isinstance(data["chosen"] or {}, dict) \
+            or not isinstance(data.get("curves", {}), dict):
+        return False
+    chosen_ok = all(c is None or (point(c) and type(c.get("layer")) is int) for c in (data["chosen"] or {}).values())
+    curves_ok = all(isinstance(by, dict) and all(isinstance(pts, list) and all(map(point, pts)) for pts in by.values())
+                    for by in data.get("curves", {}).values())
+    return chosen_ok and curves_ok
+
+
+def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
+    keys = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            keys += _diff(va, vb, f"{prefix}{k}.")
+        elif va != vb:
+            keys.append(f"{prefix}{k}")
+    return keys
+
+
+def open_run(root: Path | str, cfg: RunConfig | None = None,
+             check: Callable[[RunConfig], None] | None = None) -> tuple[RunDir, RunConfig]:
+    """Open (or create) a run directory; with ``cfg``, check it agrees with a stored config.
+
+    ``check`` validates a configuration before it is written (a new run, or a changed
+    ``evaluate`` section): nothing is written when it raises.
+    """
+    run = RunDir(Path(root))
+    if run.config.exists():
+        for d in (run.root, run.evals):  # temp files of writers killed mid-write
+            if d.is_dir():
+                sweep_orphan_temps(d)
+        stored = load_config(run.config)
+        if cfg is None:
+            return run, stored
+        old, new = stored.to_dict(), cfg.to_dict()
+        if old["model"]["name"] != new["model"]["name"]:
+            raise ValuemechError(
+                f"run directory {run.root} was made with model {old['model']['name']!r}, not "
+                f"{new['model']['name']!r}; use another --out")
+        changed = [k for k in _diff(old, new) if k.split(".")[0] in FROZEN and k not in RUNTIME_KEYS]
+        if changed:
+            raise ValuemechError(f"run directory {run.root} has a different configuration "
+                                 f"({', '.join(changed)}); use another --out")
+        if old.get("evaluate") != new.get("evaluate"):  # evaluations can be added to a finished run
+            if check is not None:
+                check(cfg)
+            stored.evaluate = cfg.evaluate
+            run.write_config(stored)
+        return run, stored
+    if cfg is None:
+        raise ValuemechError(f"{run.root} is not a run directory (no config.yaml)")
+    if check is not None:
+        check(cfg)
+    run.root.mkdir(parents=True, exist_ok=True)
+    run.write_config(cfg)
+    return run, cfg
