@@ -84,7 +84,7 @@ RESULT_KEYS = ("eval", "settings", "items", "aggregates")
 STEERING = "Steering (Figures 4–5) and the capability guard"
 
 #: Every evaluation, in the order the evaluate stage runs them (the sweep first: the others read its α).
-REGISTRY: tuple[Evaluation, ...] = (
+REGISTRY: list[Evaluation] = [
     Evaluation("sweep", "valuemech.evals.sweep", "Capability guard curves (MC accuracy drop, KL) over α per "
                "component; the largest safe α.", section=STEERING, core=True, alias=True),
     Evaluation("pvq", "valuemech.evals.pvq", "PVQ target-value gain per component, neuron class and control, per "
@@ -103,8 +103,18 @@ REGISTRY: tuple[Evaluation, ...] = (
                "Jailbreak compliance (refusal matcher, optional LLM judge) under mean-delta / prompted-unique steering."),
     Evaluation("circumplex", "valuemech.evals.circumplex", "PCA of the u_shared axes, Procrustes fit to the "
                "Schwartz circle, permutation test (no model needed).", section="The Schwartz circumplex", core=True),
-)
+]
 EVALS: dict[str, Evaluation] = {e.name: e for e in REGISTRY}
+
+
+def register(ev: Evaluation) -> Evaluation:
+    """Add an evaluation defined outside valuemech (a plugin, a test); it runs after the built-in ones.
+    Register it before ``valuemech.cli`` is imported to get its CLI subcommand."""
+    if ev.name in EVALS:
+        raise ValuemechError(f"an evaluation named {ev.name!r} is registered already")
+    REGISTRY.append(ev)
+    EVALS[ev.name] = ev
+    return ev
 
 
 def get_eval(name: str) -> Evaluation:
