@@ -28,7 +28,7 @@ import torch
 
 from valuemech.errors import ValuemechError
 from valuemech.evals.common import bootstrap_mean
-from valuemech.io import parse_json
+from valuemech.io import parse_json, read_text
 from valuemech.models.loading import LoadedModel
 from valuemech.scoring import answer_prompt, option_probabilities
 from valuemech.values import VALUES, canonical_value
@@ -98,10 +98,7 @@ def load_items(path: str | Path, lang: str = "en") -> list[PVQItem]:
     path = Path(path)
     if not path.is_file():
         raise ValuemechError(f"PVQ file {path} does not exist")
-    try:
-        raw = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        raise ValuemechError(f"{path}: not UTF-8 text") from None
+    raw = read_text(path, encoding="utf-8-sig")
     if path.suffix.lower() == ".csv":
         try:
             rows = list(csv.DictReader(io.StringIO(raw)))
