@@ -15,6 +15,7 @@ from valuemech.errors import ValuemechError
 from valuemech.evals import common, instruct
 from valuemech.evals.common import EvalOptions
 from valuemech.evals.instruct import PromptScore, check, instruction_level, load_prompts, prompt_level, score_prompt
+from valuemech.nltk_data import PUNKT_FILES
 
 
 def rec(ids, kwargs=None, prompt="Do the task."):
@@ -309,4 +310,4 @@ def test_offline_import_and_fresh_punkt_data(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "(True, [True, True]) (False, [False, True])"
     assert sorted(p.name for p in (tmp_path / "nltk_data/tokenizers/punkt_tab/english").iterdir()) == sorted(
-        instruct.PUNKT_FILES)
+        PUNKT_FILES)

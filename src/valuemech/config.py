@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from valuemech.errors import ValuemechError
+from valuemech.io import read_text
 
 
 @dataclass
@@ -264,11 +265,11 @@ def load_config(path: Path) -> RunConfig:
     path = Path(path)
     if not path.is_file():
         raise ValuemechError(f"config file {path} does not exist")
+    text = read_text(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise ValuemechError(f"{path}: not UTF-8 text") from None
-    except (OSError, ValueError, yaml.YAMLError) as exc:  # ValueError: an integer beyond Python's digit limit
+        raw = yaml.safe_load(text)
+    # ValueError: an integer beyond Python's digit limit; OverflowError: a "\U..." escape beyond a C int
+    except (ValueError, OverflowError, yaml.YAMLError) as exc:
         raise ValuemechError(f"{path}: cannot read config ({exc.__class__.__name__})") from None
     if not isinstance(raw, dict):
         raise ValuemechError(f"{path}: config must be a YAML mapping")

@@ -125,10 +125,15 @@ def _why(exc: ValueError) -> str:
     return " ".join(str(exc).split())[:200]
 
 
-def read_text(path: Path) -> str:
-    """A file's UTF-8 text; unreadable or not UTF-8 is a one-line error naming the file."""
+def read_text(path: Path, encoding: str = "utf-8", newline: str | None = None) -> str:
+    """A file's UTF-8 text; unreadable or not UTF-8 is a one-line error naming the file.
+
+    ``encoding="utf-8-sig"`` also drops a byte-order mark (CSV from spreadsheets); ``newline=""``
+    keeps line ends as they are (for :mod:`csv`), as in :func:`open`.
+    """
     try:
-        return Path(path).read_text(encoding="utf-8")
+        with open(path, encoding=encoding, newline=newline) as fh:
+            return fh.read()
     except UnicodeDecodeError:
         raise ValuemechError(f"{path}: not UTF-8 text") from None
     except OSError as exc:

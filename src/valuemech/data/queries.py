@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from valuemech.errors import ValuemechError
-from valuemech.io import parse_json, parse_jsonl
+from valuemech.io import parse_json, parse_jsonl, read_text
 
 TEXT_FIELDS = ("text", "query", "prompt", "question", "instruction", "content")
 
@@ -118,11 +118,7 @@ def load_queries(path: str | Path, text_field: str | None = None, lang: str = "e
     path = Path(path)
     if not path.is_file():
         raise ValuemechError(f"query file {path} does not exist")
-    try:
-        raw = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise ValuemechError(f"{path}: not UTF-8 text") from None
-    records = _parse_records(path, raw)
+    records = _parse_records(path, read_text(path))
     queries, seen = [], set()
     for i, rec in enumerate(records):
         text = _record_text(rec, text_field)

@@ -7,7 +7,7 @@ from importlib import resources
 from pathlib import Path
 
 from valuemech.errors import ValuemechError
-from valuemech.io import parse_json
+from valuemech.io import load_json
 from valuemech.values import VALUES, canonical_value
 
 
@@ -40,11 +40,7 @@ def load_templates(source: str = "builtin", values: list[str] | None = None) -> 
         path = Path(source)
         if not path.is_file():
             raise ValuemechError(f"template file {path} does not exist")
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            raise ValuemechError(f"{path}: not UTF-8 text") from None
-        templates = _check(parse_json(text, str(path)), str(path))
+        templates = _check(load_json(path), str(path))
     missing = [v for v in (values or VALUES) if v not in templates]
     if missing:
         where = "" if source == "builtin" else f"{source}: "

@@ -12,6 +12,7 @@ and positions of KL(base || steered) of next-token distributions.
 from __future__ import annotations
 
 import csv
+import io
 import json
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ import torch
 
 from valuemech.errors import ValuemechError
 from valuemech.batching import cached_continuation_logliks, continuation_logliks, padded_forward
+from valuemech.io import read_text
 from valuemech.models.loading import LoadedModel
 from valuemech.scoring import answer_prompt, option_probabilities
 
@@ -51,16 +53,14 @@ def load_mmlu_csv(path: str | Path) -> list[MCItem]:
     path = Path(path)
     if not path.is_file():
         raise ValuemechError(f"MMLU file {path} does not exist")
+    text = read_text(path, encoding="utf-8-sig", newline="")
     items = []
     try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            for i, row in enumerate(csv.reader(fh), 1):
-                if len(row) != 6 or row[5].strip().upper() not in LETTERS:
-                    raise ValuemechError(f"{path}: row {i} is not question,A,B,C,D,answer-letter")
-                items.append(MCItem(f"{path.stem}-{i}", row[0], tuple(row[1:5]),
-                                    LETTERS.index(row[5].strip().upper()), path.stem))
-    except UnicodeDecodeError:
-        raise ValuemechError(f"{path}: not UTF-8 text") from None
+        for i, row in enumerate(csv.reader(io.StringIO(text, newline="")), 1):
+            if len(row) != 6 or row[5].strip().upper() not in LETTERS:
+                raise ValuemechError(f"{path}: row {i} is not question,A,B,C,D,answer-letter")
+            items.append(MCItem(f"{path.stem}-{i}", row[0], tuple(row[1:5]),
+                                LETTERS.index(row[5].strip().upper()), path.stem))
     except csv.Error as exc:
         raise ValuemechError(f"{path}: not a valid CSV ({exc})") from None
     if not items:

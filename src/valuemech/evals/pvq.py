@@ -30,7 +30,7 @@ import numpy as np
 
 from valuemech.errors import ValuemechError
 from valuemech.evals.common import PER_VALUE_DEFAULT, bootstrap_mean, build_conditions, grid_conditions, opt
-from valuemech.io import parse_json
+from valuemech.io import parse_json, read_text
 from valuemech.models.loading import LoadedModel
 from valuemech.plots import alpha_curve, curve_rows, plt, save
 from valuemech.rundir import RunDir
@@ -103,10 +103,7 @@ def load_items(path: str | Path, lang: str = "en") -> list[PVQItem]:
     path = Path(path)
     if not path.is_file():
         raise ValuemechError(f"PVQ file {path} does not exist")
-    try:
-        raw = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        raise ValuemechError(f"{path}: not UTF-8 text") from None
+    raw = read_text(path, encoding="utf-8-sig")
     if path.suffix.lower() == ".csv":
         try:
             rows = list(csv.DictReader(io.StringIO(raw)))

@@ -23,7 +23,7 @@ import torch
 
 from valuemech.errors import ValuemechError
 from valuemech.evals.common import EvalOptions, baseline, bootstrap_mean, build_conditions
-from valuemech.io import parse_json
+from valuemech.io import load_json
 from valuemech.models.loading import LoadedModel
 from valuemech.rundir import RunDir
 from valuemech.scoring import answer_prompt, option_probabilities
@@ -56,12 +56,7 @@ def load_value_portrait(path: str | Path) -> list[PortraitResponse]:
     path = Path(path)
     if not path.is_file():
         raise ValuemechError(f"Value Portrait file {path} does not exist")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise _fail(path, "not UTF-8 text") from None
-    raw = parse_json(text, str(path))
-    return parse_value_portrait(raw, path)
+    return parse_value_portrait(load_json(path), path)
 
 
 def parse_value_portrait(raw, path: str | Path = "<value portrait>") -> list[PortraitResponse]:

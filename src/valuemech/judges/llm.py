@@ -84,8 +84,14 @@ def ask_yes_no(client: ChatClient, cache: AnswerCache, name: str, body: dict) ->
     return parse_answer(answer)
 
 
-class LLMJudge:
-    """Binary value judge over an OpenAI-compatible ``/v1/chat/completions`` endpoint."""
+class YesNoEndpoint:
+    """Yes/no questions to an OpenAI-compatible ``/v1/chat/completions`` endpoint, asked concurrently
+    through :func:`ask_yes_no` and cached; the shared part of the llm judges.
+
+    Subclasses name themselves with ``WHO`` (in error messages) and ``KIND`` (the prefix of ``name``).
+    """
+
+    WHO, KIND = "yes/no endpoint", "yes-no"
 
     def __init__(self, base_url: str = "https://api.openai.com/v1", model: str = "gpt-4o-mini",
                  api_key_env: str | None = "OPENAI_API_KEY", concurrency: int = 4,
@@ -94,38 +100,55 @@ class LLMJudge:
         from valuemech.models.catalog import cache_root
 
         self.model = model
-        self.client = ChatClient(base_url, api_key_env, timeout, retries, backoff, who="llm judge")
+        self.client = ChatClient(base_url, api_key_env, timeout, retries, backoff, who=self.WHO)
         self.concurrency = max(1, int(concurrency))
         self.guided_choice, self.max_tokens = bool(guided_choice), int(max_tokens)
-        self.name = f"llm({model}@{self.client.base_url})"
+        self.name = f"{self.KIND}({model}@{self.client.base_url})"
         self._cache = AnswerCache(Path(cache) if cache else cache_root() / "judge_cache.sqlite")
-        self.failures: dict[str, int] = {}
+        self.failures: dict[str, int] = {}  # answers other than ok, by kind, over every ask
 
     @property
     def requests_sent(self) -> int:
         return self.client.attempts
 
-    def _body(self, text: str, value: str) -> dict:
-        q = QUESTION.format(text=text.strip(), name=value.replace("_", "-"),
-                            definition=DEFINITIONS[value].rstrip(".").lower())
+    def body(self, system: str, question: str) -> dict:
+        """The request asking ``question`` under ``system`` (greedy, ``max_tokens``, guided when set)."""
         body = {"model": self.model, "temperature": 0, "max_tokens": self.max_tokens,
-                "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": q}]}
+                "messages": [{"role": "system", "content": system}, {"role": "user", "content": question}]}
         if self.guided_choice:
             body["guided_choice"] = ["yes", "no"]
         return body
 
-    def _answer(self, text: str, value: str) -> tuple[bool | None, str]:
-        return ask_yes_no(self.client, self._cache, self.name, self._body(text, value))
+    def ask(self, bodies: Sequence[dict], unreachable: str) -> list[tuple[bool | None, str]]:
+        """:func:`ask_yes_no`'s ``(label, status)`` per body, ``concurrency`` at a time, counted in
+        ``failures`` when not ok; when every request failed to connect, the one-line error ``unreachable``."""
+        with ThreadPoolExecutor(self.concurrency) as pool:
+            answers = list(pool.map(lambda b: ask_yes_no(self.client, self._cache, self.name, b), bodies))
+        if answers and all(s.startswith("error: cannot connect") for _, s in answers):
+            raise ValuemechError(unreachable)
+        for _, status in answers:
+            if status != "ok":
+                kind = status.split(":")[0]
+                self.failures[kind] = self.failures.get(kind, 0) + 1
+        return answers
+
+
+class LLMJudge(YesNoEndpoint):
+    """Binary value judge over an OpenAI-compatible ``/v1/chat/completions`` endpoint."""
+
+    WHO, KIND = "llm judge", "llm"
+
+    def _body(self, text: str, value: str) -> dict:
+        q = QUESTION.format(text=text.strip(), name=value.replace("_", "-"),
+                            definition=DEFINITIONS[value].rstrip(".").lower())
+        return self.body(SYSTEM, q)
 
     def score(self, texts: Sequence[str], values: Sequence[str],
               langs: Sequence[str] | None = None) -> JudgeResult:
         pairs = [(i, v) for i in range(len(texts)) for v in values]
-        with ThreadPoolExecutor(self.concurrency) as pool:
-            answers = list(pool.map(lambda p: self._answer(texts[p[0]] or "", p[1]), pairs))
-        statuses = [s for _, s in answers]
-        if statuses and all(s.startswith("error: cannot connect") for s in statuses):
-            raise ValuemechError(f"llm judge: cannot reach {self.client.base_url} "
-                                 f"({self.client.retries + 1} attempts per request)")
+        answers = self.ask([self._body(texts[i] or "", v) for i, v in pairs],
+                           f"llm judge: cannot reach {self.client.base_url} "
+                           f"({self.client.retries + 1} attempts per request)")
         scores = [dict() for _ in texts]
         expressed = [dict() for _ in texts]
         failures: list[dict[str, str]] = [dict() for _ in texts]
@@ -134,6 +157,4 @@ class LLMJudge:
             scores[i][v] = float("nan") if label is None else float(label)
             if status != "ok":
                 failures[i][v] = status
-                kind = status.split(":")[0]
-                self.failures[kind] = self.failures.get(kind, 0) + 1
         return JudgeResult(scores, expressed, failures)
