@@ -16,7 +16,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("errors", "values", "plots"),
     ("io", "config", "openai_client"),
     ("data", "models"),
-    ("batching", "hooks"),
+    ("batching", "hooks", "nltk_data"),
     ("artifacts", "scoring", "generate"),
     ("vectors", "judges", "labels"),
     ("decompose",),

@@ -16,6 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from valuemech.errors import ValuemechError
+from valuemech.judges.names import JUDGES
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Intrinsic vs. prompted value expression in chat LLMs: vectors, decomposition, steering.")
@@ -135,7 +136,7 @@ def run(
     seed: Optional[int] = typer.Option(None, help="Seed for query choice, value draws and sampling."),
     n_queries: Optional[int] = typer.Option(None, "--n-queries", help="How many queries to use."),
     queries: Optional[str] = typer.Option(None, help='"builtin" or a query file (JSONL/CSV/ShareGPT/Value Portrait).'),
-    judge: Optional[str] = typer.Option(None, help="Judge: lexicon, embedding, llm, self, ensemble, random."),
+    judge: Optional[str] = typer.Option(None, help="Judge: " + ", ".join(JUDGES) + "."),
     judge_options: Optional[str] = typer.Option(None, "--judge-options", help="Judge options as JSON."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Generation batch size."),
     prompted_mode: Optional[str] = typer.Option(None, "--prompted-mode", help="random | all."),
@@ -280,7 +281,7 @@ def _judge_options(options: str | None) -> dict:
     return parsed
 
 
-JudgeOpt = typer.Option(..., "--judge", help="lexicon | embedding | llm | self | ensemble | random.")
+JudgeOpt = typer.Option(..., "--judge", help=" | ".join(JUDGES) + ".")
 OptionsOpt = typer.Option(None, "--options", help='Judge options as JSON, e.g. \'{"min_hits": 2}\'.')
 
 
@@ -324,31 +325,10 @@ def judges_evaluate(judge: str = JudgeOpt, options: Optional[str] = OptionsOpt,
 @friendly
 def judges_table(reports: list[Path] = typer.Argument(..., help="JSON reports of `judges evaluate --out`.")) -> None:
     """Print Markdown tables (macro and per-value F1 / ROC-AUC) from evaluation reports."""
-    import json
+    from valuemech.io import load_json
+    from valuemech.judges.evaluate import reports_markdown
 
-    from valuemech.values import VALUES
-
-    loaded = []
-    for p in reports:
-        try:
-            loaded.append(json.loads(Path(p).read_text()))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ValuemechError(f"{p}: not a readable report ({exc.__class__.__name__})") from None
-    ci = lambda m, k: f"{m[k]:.2f} [{m[k + '_ci'][0]:.2f}, {m[k + '_ci'][1]:.2f}]"  # noqa: E731
-    print("| judge | n | precision | recall | F1 | ROC-AUC | undecided |")
-    print("|---|---|---|---|---|---|---|")
-    for r in loaded:
-        m = r["macro"]
-        und = sum(r.get("failures", {}).values())
-        print(f"| `{r['judge']}` | {r['n']} | {ci(m, 'precision')} | {ci(m, 'recall')} | {ci(m, 'f1')} | "
-              f"{ci(m, 'auc')} | {und} |")
-    print()
-    short = lambda name: name.split("(")[0] + (f" ({name.split('(')[1].split(':')[0]})" if name.startswith("ensemble") else "")  # noqa: E731
-    print("| value | " + " | ".join(f"F1 / AUC: {short(r['judge'])}" for r in loaded) + " |")
-    print("|---|" + "---|" * len(loaded))
-    for v in VALUES:
-        cells = [f"{r['per_value'][v]['f1']:.2f} / {r['per_value'][v]['auc']:.2f}" for r in loaded]
-        print(f"| {v} | " + " | ".join(cells) + " |")
+    print(reports_markdown([load_json(p) for p in reports]))
 
 
 @judges_app.command("calibrate")
@@ -374,7 +354,7 @@ def judges_calibrate(judge: str = typer.Option("embedding", "--judge", help="Jud
 @app.command()
 @friendly
 def label(run_dir: Optional[Path] = typer.Option(None, "--run", help="Label a run's responses with its judge (the label stage)."),
-          judge: Optional[str] = typer.Option(None, "--judge", help="lexicon | embedding | llm | self | ensemble | random."),
+          judge: Optional[str] = typer.Option(None, "--judge", help=" | ".join(JUDGES) + "."),
           options: Optional[str] = OptionsOpt,
           input: Optional[Path] = typer.Option(None, "--input", help="JSONL, one object per line with a 'text' field."),
           output: Optional[Path] = typer.Option(None, "--output", help="Labels JSONL (appended; resumable)."),
@@ -382,9 +362,8 @@ def label(run_dir: Optional[Path] = typer.Option(None, "--run", help="Label a ru
           force: bool = typer.Option(False, help="With --run: redo the stage even if complete."),
           quiet: bool = QuietOpt) -> None:
     """Label a run's responses (--run DIR), or any texts (--judge J --input FILE --output OUT)."""
-    from valuemech.io import read_jsonl
     from valuemech.judges import get_judge
-    from valuemech.labels import label_records
+    from valuemech.labels import label_records, read_label_input
 
     if run_dir is not None:
         if input is not None or output is not None or judge is not None:
@@ -396,16 +375,7 @@ def label(run_dir: Optional[Path] = typer.Option(None, "--run", help="Label a ru
         return
     if judge is None or input is None or output is None:
         raise ValuemechError("give --run DIR, or all of --judge, --input and --output")
-    if not input.is_file():
-        raise ValuemechError(f"input file {input} does not exist")
-    records = read_jsonl(input)
-    if not records:
-        raise ValuemechError(f"{input}: no records")
-    for i, r in enumerate(records):
-        if not isinstance(r.get("text"), str):
-            raise ValuemechError(f"{input}: record {i + 1} has no 'text' string")
-        r.setdefault("id", str(i + 1))
-        r["id"] = str(r["id"])
+    records = read_label_input(input)
     opts = _judge_options(options)
     if model:
         opts["model"] = model

@@ -89,3 +89,19 @@ def following_rates(records: list[dict], labels: dict[str, dict[str, bool | None
         out[v] = {"n_prompted_with": len(with_v), "prompted_with": rate(with_v, v),
                   "prompted_other": rate(other, v), "intrinsic": rate(intrinsic, v)}
     return out
+
+
+def read_label_input(path: Path) -> list[dict]:
+    """Texts to label from a JSONL file of ``{"text": ..., "id"?: ..., "query"?: ...}`` (ids default to line numbers)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValuemechError(f"input file {path} does not exist")
+    records = read_jsonl(path)
+    if not records:
+        raise ValuemechError(f"{path}: no records")
+    for i, r in enumerate(records):
+        if not isinstance(r.get("text"), str):
+            raise ValuemechError(f"{path}: record {i + 1} has no 'text' string")
+        r.setdefault("id", str(i + 1))
+        r["id"] = str(r["id"])
+    return records

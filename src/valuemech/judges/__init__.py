@@ -7,7 +7,7 @@ from typing import Any
 from valuemech.errors import ValuemechError
 from valuemech.judges.base import Judge, JudgeResult
 
-JUDGES = ("lexicon", "embedding", "llm", "self", "ensemble", "random")
+from valuemech.judges.names import JUDGES
 
 
 def get_judge(name: str, options: dict[str, Any] | None = None, lm=None) -> Judge:

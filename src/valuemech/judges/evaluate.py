@@ -149,3 +149,25 @@ def calibrate_thresholds(scores: Sequence[dict[str, float]], gold: Sequence[dict
                 best, best_f = float(t), f
         out[v] = best
     return out
+
+
+def reports_markdown(reports: list[dict]) -> str:
+    """Markdown tables (macro, then per-value F1 / ROC-AUC) of ``judges evaluate --out`` reports."""
+    ci = lambda m, k: f"{m[k]:.2f} [{m[k + '_ci'][0]:.2f}, {m[k + '_ci'][1]:.2f}]"  # noqa: E731
+    try:
+        lines = ["| judge | n | precision | recall | F1 | ROC-AUC | undecided |", "|---|---|---|---|---|---|---|"]
+        for r in reports:
+            m = r["macro"]
+            und = sum(r.get("failures", {}).values())
+            lines.append(f"| `{r['judge']}` | {r['n']} | {ci(m, 'precision')} | {ci(m, 'recall')} | {ci(m, 'f1')} | "
+                         f"{ci(m, 'auc')} | {und} |")
+        lines.append("")
+        short = lambda name: name.split("(")[0] + (f" ({name.split('(')[1].split(':')[0]})" if name.startswith("ensemble") else "")  # noqa: E731
+        lines.append("| value | " + " | ".join(f"F1 / AUC: {short(r['judge'])}" for r in reports) + " |")
+        lines.append("|---|" + "---|" * len(reports))
+        for v in VALUES:
+            cells = [f"{r['per_value'][v]['f1']:.2f} / {r['per_value'][v]['auc']:.2f}" for r in reports]
+            lines.append(f"| {v} | " + " | ".join(cells) + " |")
+    except (KeyError, TypeError, IndexError) as exc:
+        raise ValuemechError(f"not a `judges evaluate --out` report ({exc.__class__.__name__}: {exc})") from None
+    return "\n".join(lines)
