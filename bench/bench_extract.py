@@ -54,7 +54,7 @@ import torch  # noqa: E402
 
 from _common import load_avg, machine  # noqa: E402
 from valuemech.config import ModelConfig
-from valuemech.generate import left_pad, padded_positions
+from valuemech.batching import left_pad, padded_positions
 from valuemech.models.loading import LoadedModel, load_model
 from valuemech.vectors import DiffMeansAccumulator, extract_vectors, response_means
 

@@ -42,7 +42,8 @@ from _common import load_avg, machine  # noqa: E402
 from valuemech import hooks
 from valuemech.config import GenerationConfig, ModelConfig, make_config
 from valuemech.data import builtin_queries, load_templates, select_queries
-from valuemech.generate import cut_at_eos, generate_responses, left_pad, plan_jobs, sample_batch
+from valuemech.batching import left_pad
+from valuemech.generate import cut_at_eos, generate_responses, plan_jobs, sample_batch
 from valuemech.io import read_jsonl
 from valuemech.models.chat import format_chat
 from valuemech.models.loading import LoadedModel, load_model

@@ -33,11 +33,7 @@ def example_eval(tmp_path, monkeypatch):
 
 def test_the_documented_example_evaluation_runs_end_to_end(example_eval, tmp_path, monkeypatch):
     from valuemech import cli
-    from valuemech.evals import registry
-    from valuemech.report import page, tables
-
-    for mod in (tables, page):  # they bound the registry list at import
-        monkeypatch.setattr(mod, "REGISTRY", registry.REGISTRY)
+    from valuemech.report import page
     run = tmp_path / "run"
     runner = CliRunner()
     res = runner.invoke(cli.app, ["run", "--preset", "smoke", "--out", str(run), "--quiet", "--evals", "none"])

@@ -72,11 +72,11 @@ class ExtractConfig:
 
 @dataclass
 class NeuronConfig:
-    """Value-neuron selection (DESIGN §1.5)."""
+    """Value-neuron selection."""
 
     k_percent: float = 1.0  # keep the top k% of neurons per block by projection norm
     max_angle: float = 30.0  # degrees: assign to the nearest axis only below this angle
-    rank_by: str = "norm"  # "norm": projection norm (DESIGN); "cosine": share of the weight in the plane
+    rank_by: str = "norm"  # "norm": projection norm (the paper's ranking); "cosine": share of the weight in the plane
     top_tokens: int = 5  # top-activating response tokens listed per kept neuron
     top_responses: int = 120  # stored responses scanned for them
 

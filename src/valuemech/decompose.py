@@ -1,4 +1,4 @@
-"""Shared/unique decomposition of intrinsic and prompted vectors (DESIGN §1.4), in float64.
+"""Shared/unique decomposition of intrinsic and prompted vectors, in float64.
 
 Per value and layer, with ``a = v_int`` and ``b = v_prompt``:
 - orthogonalisation: ``a_perp = a - (<a,b>/<b,b>) b`` and the mirror ``b_perp``;
@@ -106,7 +106,7 @@ class Components:
 
 
 def decompose(vv: ValueVectors) -> tuple[Components, dict]:
-    """All components of DESIGN §1.4 and a JSON-ready summary (cosines, singular values, mean-delta stats)."""
+    """All components (module docstring) and a JSON-ready summary (cosines, singular values, mean-delta stats)."""
     values = vv.values_with_both()
     if not values:
         raise ValuemechError("no value has both an intrinsic and a prompted vector; "

@@ -1,4 +1,4 @@
-"""Value neurons (DESIGN §1.5): MLP neurons whose output weights lie in span(v_int, v_prompt).
+"""Value neurons: MLP neurons whose output weights lie in span(v_int, v_prompt).
 
 Neuron i of block l writes ``act_i * w_i`` into the residual stream, ``w_i = down_proj.weight[:, i]``.
 Per value and block, ``w_i`` is projected onto the plane spanned by ``u_shared`` and ``u_int`` (the
@@ -47,7 +47,7 @@ def classify_layer(w_out: torch.Tensor, u_shared: torch.Tensor, u_int: torch.Ten
                    k_percent: float = 1.0, max_angle: float = 30.0, rank_by: str = "norm") -> list[NeuronInfo]:
     """Rank the columns of ``w_out`` ``[d, d_mlp]`` by projection onto span(u_shared, u_int); classify the top k%.
 
-    ``rank_by="norm"`` ranks by the projection's norm (DESIGN §1.5; favours neurons with large
+    ``rank_by="norm"`` ranks by the projection's norm (the paper's ranking; favours neurons with large
     output weights, often generic ones); ``"cosine"`` by the projection's norm over the weight's
     norm (how much of the neuron's output lies in the plane).
     """

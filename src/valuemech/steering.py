@@ -1,4 +1,4 @@
-"""Steering with any component of a run (DESIGN §1.6), neuron-class scaling, and random controls.
+"""Steering with any component of a run, neuron-class scaling, and random controls.
 
 Components: ``intrinsic``, ``prompted`` (the raw vectors), ``intrinsic_orth``, ``prompted_orth``,
 ``shared``, ``intrinsic_unique``, ``prompted_unique`` (per value) and ``mean_delta`` (value-agnostic).

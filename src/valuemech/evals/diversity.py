@@ -1,4 +1,4 @@
-"""Diversity of responses under steering: lexical, semantic and logit-lens measures (DESIGN §1.7).
+"""Diversity of responses under steering: lexical, semantic and logit-lens measures.
 
 Texts are split into lower-cased word tokens (Unicode ``\\w+``); n-grams never cross texts.
 

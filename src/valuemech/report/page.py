@@ -15,8 +15,7 @@ from pathlib import Path
 
 import markdown as md
 
-from valuemech.evals.registry import REGISTRY
-from valuemech.evals.registry import figures as eval_figures
+from valuemech.evals import registry
 from valuemech.io import atomic_write_text
 from valuemech.report import figures, tables
 from valuemech.report.browser import PAGE_ERROR_HOOK_JS, PAGE_PROBE_JS
@@ -45,7 +44,7 @@ STAGE_ARTIFACTS = [
 def expected_artifacts() -> list[tuple[str, str]]:
     """Every artifact the findings need, with the command that makes it."""
     return STAGE_ARTIFACTS + [(f"evals/{ev.outputs()[0]}", f"valuemech eval {ev.name} --run RUN")
-                              for ev in REGISTRY if ev.core]
+                              for ev in registry.REGISTRY if ev.core]
 
 
 def _md(text: str) -> str:
@@ -137,10 +136,10 @@ def _evaluation_sections(run: RunDir, figs: Path) -> list[str]:
     evaluations that did not run are named with the command that makes them."""
     body: list[str] = []
     results = tables.eval_results(run)
-    sections = list(dict.fromkeys(ev.section for ev in REGISTRY))
+    sections = list(dict.fromkeys(ev.section for ev in registry.REGISTRY))
     for section in sections:
         in_section = [(ev, path) for ev, path in results if ev.section == section]
-        missing = [ev.name for ev in REGISTRY if ev.section == section and not ev.core
+        missing = [ev.name for ev in registry.REGISTRY if ev.section == section and not ev.core
                    and not any(e is ev for e, _ in in_section)]
         if not in_section and not missing:
             continue
@@ -152,7 +151,7 @@ def _evaluation_sections(run: RunDir, figs: Path) -> list[str]:
                 continue
             if ev.section == "Evaluations" or path.name != ev.outputs()[0]:
                 body.append(f"<h3>{html.escape(path.stem)}</h3>")
-            body += [_img(f, run.root, path.stem) for f in eval_figures(ev.name, res, figs, path.stem)]
+            body += [_img(f, run.root, path.stem) for f in registry.figures(ev.name, res, figs, path.stem)]
             body.append(_md(tables.render(ev, path, res)))
         if missing:
             body.append("<p class='missing'>Not run: " + ", ".join(f"<code>{n}</code>" for n in missing)

@@ -9,7 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from valuemech.errors import ValuemechError
-from valuemech.evals.registry import REGISTRY, Evaluation
+from valuemech.evals import registry
+from valuemech.evals.registry import Evaluation
 from valuemech.io import load_json
 from valuemech.rundir import RunDir
 
@@ -39,7 +40,7 @@ def strongest_neurons_md(nj: dict, per_class: int = 3) -> str:
 
 def eval_results(run: RunDir) -> list[tuple[Evaluation, Path]]:
     """Every evaluation result file the run has (each evaluation's default files), in registry order."""
-    return [(ev, run.eval_path(f)) for ev in REGISTRY for f in ev.outputs() if run.eval_path(f).exists()]
+    return [(ev, run.eval_path(f)) for ev in registry.REGISTRY for f in ev.outputs() if run.eval_path(f).exists()]
 
 
 def render(ev: Evaluation, path: Path, data: object) -> str:
