@@ -115,7 +115,7 @@ def _print_summary(root: Path) -> None:
 
 # Shared options ---------------------------------------------------------------------------
 ModelOpt = typer.Option(None, "--model", help="Embedded name, tiny-<family>, HF id or local dir.")
-DtypeOpt = typer.Option(None, help="float32 | bfloat16 | float16 | auto.")
+DtypeOpt = typer.Option(None, help="auto (native bfloat16 where the hardware has it, else float32) | float32 | bfloat16 | float16.")
 DeviceOpt = typer.Option(None, help="cpu | cuda | cuda:N | mps.")
 DeviceMapOpt = typer.Option(None, "--device-map", help='e.g. "auto" for models larger than one GPU.')
 ThreadsOpt = typer.Option(None, help="torch CPU threads (default from the preset: 1).")
@@ -177,7 +177,7 @@ def run(
     else:
         cfg = make_config(preset, ov)
     out = out or _default_out(cfg.preset, cfg.model.name)
-    run_dir, cfg = open_run(out, cfg)
+    run_dir, cfg = open_run(out, cfg, log=_log)
     chosen = STAGES if stages == "all" else tuple(stage_spec(s.strip()).name for s in stages.split(",") if s.strip())
     pipe = Pipeline(run_dir, cfg, progress=not quiet, log=_log)
     pipe.run_all(chosen)

@@ -18,7 +18,7 @@ class ModelConfig:
     """Which model and how to load it."""
 
     name: str = "smollm2-135m"  # catalog name, "tiny-<family>", HF id or local directory
-    dtype: str = "float32"  # float32 | bfloat16 | float16 | auto
+    dtype: str = "auto"  # float32 | bfloat16 | float16 | auto (native bf16 where the hardware has it; valuemech.hardware)
     device: str = "cpu"  # cpu | cuda | cuda:N | mps
     device_map: str | None = None  # e.g. "auto" for models larger than one GPU
     threads: int | None = 1  # torch intra-op threads on CPU (None: torch's default)
@@ -128,9 +128,9 @@ PRESETS: dict[str, dict[str, Any]] = {
                                   "circumplex": {"n_permutations": 50}}},
     },
     # The embedded SmolLM2 on a laptop CPU: every value gets responses on both sides.
-    # float32: on CPUs without native bf16 (no AVX512-BF16/AMX) bfloat16 ran ~4x slower here.
+    # auto: bfloat16 where the CPU computes it natively (AVX512-BF16/AMX), else float32 (docs/benchmarks.md).
     "quick": {
-        "model": {"name": "smollm2-135m", "dtype": "float32", "threads": 2},
+        "model": {"name": "smollm2-135m", "dtype": "auto", "threads": 2},
         "data": {"n_queries": 60},
         "generation": {"intrinsic_samples": 3, "prompted_samples": 3, "max_new_tokens": 64,
                        "batch_size": 32},
@@ -236,6 +236,8 @@ def validate(cfg: RunConfig) -> None:
     are checked by the evaluation layer, ``valuemech.evals.registry.check_config``, before a run starts.)"""
     from valuemech.values import parse_values
 
+    if cfg.model.dtype not in ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16"):
+        raise ValuemechError(f"model.dtype must be auto, float32, bfloat16 or float16, not {cfg.model.dtype!r}")
     g = cfg.generation
     if g.backend not in ("local", "endpoint"):
         raise ValuemechError(f"generation.backend must be 'local' or 'endpoint', not {g.backend!r}")

@@ -38,10 +38,30 @@ def preflight(cfg: RunConfig) -> None:
     registry.check_config(cfg.evaluate)
 
 
-def open_run(root: Path | str, cfg: RunConfig | None = None) -> tuple[RunDir, RunConfig]:
+def open_run(root: Path | str, cfg: RunConfig | None = None,
+             log: Callable[[str], None] | None = None) -> tuple[RunDir, RunConfig]:
     """Open (or create) a run directory; with ``cfg``, check it (:func:`preflight`) and that it agrees
-    with a stored config (see :func:`valuemech.rundir.open_run`)."""
+    with a stored config (see :func:`valuemech.rundir.open_run`).
+
+    ``model.dtype: auto`` is resolved once, when the run is created, and recorded; a resumed run keeps
+    the recorded dtype (``log`` says so when this machine would have chosen another).
+    """
+    if cfg is not None and cfg.model.dtype == "auto":
+        cfg = _resolve_dtype(RunDir(root), cfg, log)
     return _open_run(root, cfg, check=preflight)
+
+
+def _resolve_dtype(run: RunDir, cfg: RunConfig, log: Callable[[str], None] | None) -> RunConfig:
+    from dataclasses import replace
+
+    from valuemech.hardware import auto_dtype
+
+    here = "float32" if cfg.model.name.startswith("tiny-") else auto_dtype(cfg.model.device)
+    recorded = run.load_config().model.dtype if run.config.exists() else None
+    dtype = recorded if recorded not in (None, "auto") else here
+    if recorded not in (None, "auto", here) and log is not None:
+        log(f"dtype: keeping the run's recorded {recorded} (this machine would choose {here} for auto)")
+    return replace(cfg, model=replace(cfg.model, dtype=dtype))
 
 
 def _check_model_identity(run: RunDir, lm: LoadedModel, records: list[dict] | None = None) -> None:

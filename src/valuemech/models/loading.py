@@ -51,9 +51,12 @@ class LoadedModel:
         return prompt_ids(self.tokenizer, query, system_prompt, self.system_ok)
 
 
-def resolve_dtype(name: str) -> torch.dtype | str:
+def resolve_dtype(name: str, device: str = "cpu") -> torch.dtype:
+    """The torch dtype of a config's ``dtype`` (``auto``: :func:`valuemech.hardware.auto_dtype` for ``device``)."""
     if name == "auto":
-        return "auto"
+        from valuemech.hardware import auto_dtype
+
+        name = auto_dtype(device)
     if name not in DTYPES:
         raise ValuemechError(f"unknown dtype {name!r}; choose from float32, bfloat16, float16, auto")
     return DTYPES[name]
@@ -116,9 +119,8 @@ def load_model(cfg: ModelConfig | str) -> LoadedModel:
     catalog.check_model_name(name)
     if name.startswith("tiny-"):
         model, tokenizer = tiny_model(name.removeprefix("tiny-"))
-        dtype = resolve_dtype(cfg.dtype)
-        if isinstance(dtype, torch.dtype):
-            model = model.to(dtype)
+        if cfg.dtype != "auto":  # tiny test models stay float32 under auto: their tests are exact
+            model = model.to(resolve_dtype(cfg.dtype))
         return _finish(model, tokenizer, cfg, f"valuemech/{name}", _params_sha256(model))
     if name in catalog.CATALOG:
         entry = catalog.CATALOG[name]
@@ -135,7 +137,7 @@ def _load_pretrained(source: str, cfg: ModelConfig, model_id: str, sha: str | No
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     # Weights only from safetensors (never a pickled *.bin); repository code only when the config asks.
-    kwargs: dict = {"dtype": resolve_dtype(cfg.dtype), "trust_remote_code": cfg.trust_remote_code,
+    kwargs: dict = {"dtype": resolve_dtype(cfg.dtype, cfg.device), "trust_remote_code": cfg.trust_remote_code,
                     "use_safetensors": True}
     if cfg.device_map:
         kwargs["device_map"] = cfg.device_map
