@@ -1,8 +1,12 @@
-"""Forward-pass and sampling speed of the embedded model by dtype and batch size (CPU).
+"""float32 vs bfloat16 on this CPU, side by side in one run: matmul peak, forward pass, generation.
 
-Usage: python bench/bench_dtype.py [--model smollm2-135m] [--threads 1]
-Why it exists: on CPUs without native bfloat16 (no AVX512-BF16 / AMX) bfloat16 is emulated and
-slower than float32; the quick preset's dtype follows this measurement.
+Usage: HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_dtype.py [--model smollm2-135m] [--threads 1]
+
+Prints the CPU model and its bfloat16 flags, then a Markdown table per dtype: GFLOP/s of
+``F.linear`` on 2048x576 . 576x1536 (the matmul peak of this shape), the model's forward pass on
+8x128 tokens without lm_head, and greedy generation (batch 1 and 16, 32 new tokens) in tokens/s and
+in model GFLOP/s (2 x the multiply-adds of every Linear layer and lm_head per token, attention
+scores left out) with its share of the same dtype's matmul peak. ``auto`` resolves to the last column.
 """
 
 from __future__ import annotations
@@ -11,11 +15,57 @@ import argparse
 import time
 
 import torch
+import torch.nn.functional as F
 
+from _common import load_avg, machine
 from valuemech.config import GenerationConfig, ModelConfig
 from valuemech.data import builtin_queries
 from valuemech.generate import sample_batch
+from valuemech.hardware import auto_dtype, describe
 from valuemech.models.loading import load_model
+
+
+def best_of(fn, reps: int = 5) -> float:
+    fn()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def linear_gflops(dtype: torch.dtype) -> float:
+    x = torch.randn(2048, 576).to(dtype)
+    w = torch.randn(1536, 576).to(dtype)
+    return 2 * 2048 * 576 * 1536 / best_of(lambda: F.linear(x, w)) / 1e9
+
+
+def flops_per_token(model: torch.nn.Module) -> int:
+    """2 x the weights of every Linear layer (lm_head included): the matmul FLOPs of one token."""
+    return 2 * sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+
+
+def measure(model_name: str, dtype: str, threads: int, queries: list[str]) -> dict:
+    torch.set_num_threads(threads)
+    lm = load_model(ModelConfig(name=model_name, dtype=dtype, threads=threads))
+    out = {"peak": linear_gflops(torch.float32 if dtype == "float32" else torch.bfloat16)}
+    x = torch.randint(100, 1000, (8, 128))
+    with torch.no_grad():
+        out["forward"] = best_of(lambda: lm.arch.decoder(input_ids=x), reps=3)
+    fpt = flops_per_token(lm.model)
+    for bs in (1, 16):
+        prompts = [lm.prompt_ids(q, None) for q in queries[:bs]]
+        cfg = GenerationConfig(max_new_tokens=32, temperature=0.0, batch_size=bs)
+        t0 = time.perf_counter()
+        gen = sample_batch(lm, prompts, cfg, 0)
+        dt = time.perf_counter() - t0
+        n_tok = bs * 32  # greedy runs all 32 steps for the batch (rows that stop early still cost)
+        prefill = sum(len(p) for p in prompts)
+        out[f"gen{bs}_tps"] = n_tok / dt
+        out[f"gen{bs}_gflops"] = (n_tok + prefill) * fpt / dt / 1e9
+        assert len(gen) == bs
+    return out
 
 
 def main() -> None:
@@ -23,23 +73,25 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
-    queries = [q.text for q in builtin_queries()[:32]]
-    for dtype in ("float32", "bfloat16"):
-        lm = load_model(ModelConfig(name=args.model, dtype=dtype, threads=args.threads))
-        x = torch.randint(100, 1000, (8, 128))
-        with torch.no_grad():
-            lm.arch.decoder(input_ids=x)
-            t0 = time.perf_counter()
-            lm.arch.decoder(input_ids=x)
-            fwd = time.perf_counter() - t0
-        line = [f"{dtype}: forward 8x128 tokens {fwd:.2f} s"]
-        for bs in (1, 16, 32):
-            prompts = [lm.prompt_ids(q, None) for q in queries[:bs]]
-            cfg = GenerationConfig(max_new_tokens=32, temperature=0.7, top_p=0.9, batch_size=bs)
-            t0 = time.perf_counter()
-            sample_batch(lm, prompts, cfg, 0)
-            line.append(f"sampling batch {bs}: {bs * 32 / (time.perf_counter() - t0):.0f} tok/s")
-        print(f"{args.model}, threads {args.threads}: " + "; ".join(line))
+    queries = [q.text for q in builtin_queries()[:16]]
+    print(f"{machine()}; {load_avg()}")
+    print(f"CPU: {describe()}; auto -> {auto_dtype('cpu')}")
+    res = {d: measure(args.model, d, args.threads, queries) for d in ("float32", "bfloat16")}
+    print(f"\n{args.model}, {args.threads} thread(s)\n")
+    print("| | float32 | bfloat16 | bf16 / fp32 |")
+    print("|---|---|---|---|")
+    f, b = res["float32"], res["bfloat16"]
+    print(f"| `F.linear` 2048×576 · 576×1536 | {f['peak']:.0f} GFLOP/s | {b['peak']:.0f} GFLOP/s | "
+          f"{b['peak'] / f['peak']:.2f}× |")
+    print(f"| forward 8×128 tokens, no lm_head | {f['forward']:.2f} s | {b['forward']:.2f} s | "
+          f"{f['forward'] / b['forward']:.2f}× faster |")
+    for bs in (1, 16):
+        print(f"| greedy generation, batch {bs}, 32 new tokens | {f[f'gen{bs}_tps']:.0f} tok/s | "
+              f"{b[f'gen{bs}_tps']:.0f} tok/s | {b[f'gen{bs}_tps'] / f[f'gen{bs}_tps']:.2f}× |")
+        print(f"| — in model GFLOP/s (share of the dtype's `F.linear` peak) | {f[f'gen{bs}_gflops']:.0f} "
+              f"({f[f'gen{bs}_gflops'] / f['peak']:.0%}) | {b[f'gen{bs}_gflops']:.0f} "
+              f"({b[f'gen{bs}_gflops'] / b['peak']:.0%}) | |")
+    print(f"\n{load_avg()}")
 
 
 if __name__ == "__main__":
