@@ -158,3 +158,25 @@ def test_compare_puts_runs_side_by_side(smoke_report, tmp_path):
     assert text.count("<tr>") == 4 and "supported" in text and str(other) in text
     bad = CliRunner().invoke(app, ["compare", str(smoke_report), str(tmp_path / "nope")])
     assert bad.exit_code == 2 and "not a run directory" in bad.output
+
+
+def test_a_neuron_kept_for_every_value_is_reported_once_as_generic(tmp_path):
+    from valuemech.report.figures import neuron_counts
+    from valuemech.report.tables import paper_ranking_md, strongest_neurons_md
+
+    def neuron(layer, idx, norm, cls="shared", token=" the"):
+        return {"layer": layer, "neuron": idx, "proj_norm": norm, "class": cls, "angles": {},
+                "top_tokens": [{"token": token, "context": "", "activation": 1.0}]}
+
+    per_value = {v: {"neurons": [neuron(2, 90, 5.0), neuron(1, i, 1.0 + i / 10, token=f" {v}")],
+                     "counts_per_layer": {}} for i, v in enumerate(VALUES)}
+    nj = {"k_percent": 1.0, "max_angle": 30.0, "n_layers": 3, "d_mlp": 128, "per_value": per_value,
+          "counts_per_layer": {"shared": [0, 10, 10], "intrinsic": [0] * 3, "prompted": [0] * 3, "none": [0] * 3},
+          "overlap": {"neurons_in_several_values": {"shared": 1}}}
+    md = strongest_neurons_md(nj)
+    specific, generic = md.split("Generic neurons")
+    assert "| 2 | 90 |" not in specific  # not every value's top neuron
+    assert specific.count("| shared |") == 3 and "1 of 10" in specific and "' universalism'" in specific
+    assert generic.count("| 2 | 90 |") == 1 and "10 of 10" in generic and "shared 10" in generic
+    assert "| shared | self_direction | 2 | 90 | 5.000 |" in paper_ranking_md(nj)  # the paper's ranking kept
+    assert neuron_counts(nj, tmp_path / "n.png").stat().st_size > 5000

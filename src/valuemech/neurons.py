@@ -231,3 +231,24 @@ def load_neurons(path) -> dict:
                 raise fail(f"a neuron of {v} is not {{layer < {n_layers}, neuron < {d_mlp}, class, proj_norm, "
                            "top_tokens}")
     return data
+
+
+#: A kept neuron is *generic* when it is kept for at least this share of the values (and at least 2).
+GENERIC_SHARE = 0.5
+
+
+def values_per_neuron(nj: dict) -> dict[tuple[int, int], list[str]]:
+    """``(block, neuron) -> values it is kept for`` from a ``neurons.json``."""
+    out: dict[tuple[int, int], list[str]] = {}
+    for v, d in nj.get("per_value", {}).items():
+        for n in d["neurons"]:
+            out.setdefault((int(n["layer"]), int(n["neuron"])), []).append(v)
+    return out
+
+
+def generic_neurons(nj: dict, share: float = GENERIC_SHARE) -> dict[tuple[int, int], list[str]]:
+    """The kept neurons that are among the top neurons of most values (``share`` of them, at least 2):
+    they say little about any one value (e.g. a neuron firing on " the" for every value)."""
+    n_values = len(nj.get("per_value", {}))
+    need = max(2, math.ceil(share * n_values))
+    return {k: vs for k, vs in values_per_neuron(nj).items() if len(vs) >= need}

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
+from valuemech.neurons import generic_neurons
 from valuemech.plots import CLASS_COLOURS, plt, save
 from valuemech.values import VALUES
 
@@ -36,17 +37,25 @@ def cosine_heatmap(decompose: dict, path: Path) -> Path | None:
 
 
 def neuron_counts(neurons: dict, path: Path) -> Path | None:
-    """Kept value neurons per block by class, summed over values: the paper's Figure 3."""
+    """Kept value neurons per block by class, summed over values (the paper's Figure 3), with the
+    entries of generic neurons (kept for most values, :func:`valuemech.neurons.generic_neurons`) in grey."""
     counts = neurons.get("counts_per_layer")
     if not counts:
         return None
     fig, ax = plt.subplots(figsize=(8, 3.8))
     n = len(next(iter(counts.values())))
+    generic = generic_neurons(neurons)
+    per = {c: np.zeros(n) for c in ("shared", "intrinsic", "prompted", "none", "generic")}
+    for d in neurons.get("per_value", {}).values():
+        for x in d["neurons"]:
+            per["generic" if (int(x["layer"]), int(x["neuron"])) in generic else x["class"]][int(x["layer"])] += 1
     bottom = np.zeros(n)
-    for cls in ("shared", "intrinsic", "prompted", "none"):
-        if cls in counts:
-            ax.bar(range(n), counts[cls], bottom=bottom, label=cls, color=CLASS_COLOURS[cls])
-            bottom += np.array(counts[cls], dtype=float)
+    colours = {**CLASS_COLOURS, "generic": "#777777"}
+    for cls in ("shared", "intrinsic", "prompted", "none", "generic"):
+        if per[cls].any():
+            label = f"generic ({len(generic)} neurons kept for most values)" if cls == "generic" else cls
+            ax.bar(range(n), per[cls], bottom=bottom, label=label, color=colours[cls])
+            bottom += per[cls]
     ax.set_xlabel("block (0-based)")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("neurons (summed over values)")

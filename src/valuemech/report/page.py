@@ -187,8 +187,9 @@ def build_report(run_root: Path | RunDir, n_boot: int = 1000) -> Path:
     nj = run.peek(run.neurons_json)
     if nj:
         body += ["<h2>Value neurons (Figure 3)</h2>", _img(figures.neuron_counts(nj, figs / "neurons.png"), root, "neurons"),
-                 "<p>Strongest neurons of each class and their top-activating response tokens:</p>",
-                 _md(tables.strongest_neurons_md(nj)), "<details><summary>counts per block</summary>",
+                 _md(tables.strongest_neurons_md(nj)),
+                 "<details><summary>the paper's ranking: largest projection norm per class</summary>",
+                 _md(tables.paper_ranking_md(nj)), "</details><details><summary>counts per block</summary>",
                  _md(tables.neurons_md(nj)), "</details>"]
     body += _evaluation_sections(run, figs)
     page = _page("valuemech report", "\n".join(b for b in body if b))

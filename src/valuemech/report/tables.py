@@ -12,6 +12,7 @@ from valuemech.errors import ValuemechError
 from valuemech.evals import registry
 from valuemech.evals.registry import Evaluation
 from valuemech.io import load_json
+from valuemech.neurons import generic_neurons, values_per_neuron
 from valuemech.rundir import RunDir
 
 
@@ -26,15 +27,53 @@ def neurons_md(nj: dict) -> str:
     return "\n".join(out)
 
 
+def _tokens(n: dict) -> str:
+    return ", ".join(repr(t["token"]) for t in n.get("top_tokens", [])[:5]).replace("|", "\\|")
+
+
 def strongest_neurons_md(nj: dict, per_class: int = 3) -> str:
-    """The strongest kept neurons of each class (by projection norm) with their top-activating tokens."""
+    """The most value-specific kept neurons of each class, then the generic ones (kept for most values)
+    once each, with their top-activating tokens (the paper's ranking: :func:`paper_ranking_md`).
+
+    Value-specific: not generic (:func:`valuemech.neurons.generic_neurons`), ranked by how few values
+    a neuron is kept for, then by projection norm.
+    """
+    kept_for = values_per_neuron(nj)
+    generic = generic_neurons(nj)
+    n_values = len(nj.get("per_value", {}))
+    rows = [(v, n) for v, d in nj.get("per_value", {}).items() for n in d["neurons"]]
+    key = lambda n: (int(n["layer"]), int(n["neuron"]))  # noqa: E731
+    out = ["Most value-specific neurons of each class (neurons kept for most values are listed once below):", "",
+           "| class | value | block | neuron | kept for (values) | projection norm | top tokens |",
+           "|---|---|---|---|---|---|---|"]
+    for cls in ("shared", "intrinsic", "prompted"):
+        specific = [r for r in rows if r[1]["class"] == cls and key(r[1]) not in generic]
+        best = sorted(specific, key=lambda r: (len(kept_for[key(r[1])]), -r[1]["proj_norm"]))[:per_class]
+        for v, n in best:
+            out.append(f"| {cls} | {v} | {n['layer']} | {n['neuron']} | {len(kept_for[key(n)])} of {n_values} | "
+                       f"{n['proj_norm']:.3f} | {_tokens(n)} |")
+    if generic:
+        out += ["", f"Generic neurons: kept for at least {max(2, -(-n_values // 2))} of the {n_values} values "
+                f"({len(generic)} neurons; the first {min(len(generic), 2 * per_class)} by how many values they top):",
+                "", "| block | neuron | kept for (values) | class per value | top tokens |", "|---|---|---|---|---|"]
+        first = {key(n): n for _, n in rows}
+        classes = {}
+        for v, n in rows:
+            classes.setdefault(key(n), []).append(n["class"])
+        for k, vs in sorted(generic.items(), key=lambda kv: (-len(kv[1]), kv[0]))[: 2 * per_class]:
+            mix = ", ".join(f"{c} {classes[k].count(c)}" for c in dict.fromkeys(classes[k]))
+            out.append(f"| {k[0]} | {k[1]} | {len(vs)} of {n_values} | {mix} | {_tokens(first[k])} |")
+    return "\n".join(out)
+
+
+def paper_ranking_md(nj: dict, per_class: int = 3) -> str:
+    """The paper's ranking: the kept neurons of each class with the largest projection norm (generic ones included)."""
     rows = [(v, n) for v, d in nj.get("per_value", {}).items() for n in d["neurons"]]
     out = ["| class | value | block | neuron | projection norm | top tokens |", "|---|---|---|---|---|---|"]
     for cls in ("shared", "intrinsic", "prompted"):
         best = sorted((r for r in rows if r[1]["class"] == cls), key=lambda r: -r[1]["proj_norm"])[:per_class]
         for v, n in best:
-            toks = ", ".join(repr(t["token"]) for t in n.get("top_tokens", [])[:5]).replace("|", "\\|")
-            out.append(f"| {cls} | {v} | {n['layer']} | {n['neuron']} | {n['proj_norm']:.3f} | {toks} |")
+            out.append(f"| {cls} | {v} | {n['layer']} | {n['neuron']} | {n['proj_norm']:.3f} | {_tokens(n)} |")
     return "\n".join(out)
 
 
