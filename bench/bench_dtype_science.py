@@ -32,7 +32,6 @@ from valuemech.evals.pvq import builtin_items, likert_scores
 from valuemech.hardware import describe
 from valuemech.models.loading import load_model
 from valuemech.rundir import RunDir
-from valuemech.values import VALUES
 from valuemech.vectors import extract_vectors, response_means
 
 
