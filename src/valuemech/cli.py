@@ -182,6 +182,10 @@ def run(
     pipe = Pipeline(run_dir, cfg, progress=not quiet, log=_log)
     pipe.run_all(chosen)
     _print_summary(run_dir.root)
+    from valuemech.report.findings import summary_lines
+
+    for line in summary_lines(run_dir, n_boot=200):
+        console.print(line, markup=False, highlight=False)
     console.print(f"results: {run_dir.root.resolve()}")
 
 

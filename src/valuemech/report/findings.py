@@ -149,3 +149,22 @@ def findings(run: RunDir | Path, n_boot: int = 1000) -> list[Finding]:
     """The three findings of one run directory."""
     run = run if isinstance(run, RunDir) else RunDir(run)
     return [steerability(run, n_boot), diversity(run, n_boot), compliance(run, n_boot)]
+
+
+def summary_lines(run: RunDir | Path, n_boot: int = 1000) -> list[str]:
+    """A few lines for the terminal: each claim's verdict with its effect and interval, the range of
+    cos(v_int, v_prompt) at the middle block, and where the report is."""
+    run = run if isinstance(run, RunDir) else RunDir(run)
+    lines = []
+    for f in findings(run, n_boot):
+        eff = "" if f.effect is None else f" {f.effect:+.3f} [{f.ci[0]:+.3f}, {f.ci[1]:+.3f}] (n = {f.n})"
+        lines.append(f"{f.claim}: {f.verdict}{eff}")
+    if run.decompose_json.exists():
+        dec = run.load_decomposition()
+        cos = [d["cosine"][len(d["cosine"]) // 2] for d in dec["per_value"].values() if d["cosine"]]
+        if cos:
+            lines.append(f"cos(v_int, v_prompt) at the middle block: {min(cos):+.2f} … {max(cos):+.2f} over "
+                         f"{len(cos)} values")
+    if run.report_html.exists():
+        lines.append(f"report: {run.report_html.resolve()}")
+    return lines

@@ -41,6 +41,18 @@ STAGE_ARTIFACTS = [
 ]
 
 
+#: The first screen: what the page is, and the limits of small models (docs/results-*.md).
+INTRO = ("<p>This page runs the paper's method on one model: value vectors extracted from responses the model wrote "
+         "with and without a value-priority system prompt, their shared and unique components and neurons, and the "
+         "paper's three headline claims tested by steering with them (findings panel below, each with a 95% "
+         "interval and a verdict). On the small embedded models (SmolLM2-135M, Qwen2.5-0.5B) none of the claims "
+         "replicated: they barely follow value prompts, their questionnaire raters answer almost every item alike, "
+         "and the lexicon judge is near chance on human-written text, so read a verdict together with the "
+         "random-direction control rows and the judge's agreement "
+         "(valuemech's README, section <i>Models</i>; docs/results-smollm2.md and docs/results-qwen0.5b.md "
+         "in the valuemech repository).</p>")
+
+
 def expected_artifacts() -> list[tuple[str, str]]:
     """Every artifact the findings need, with the command that makes it."""
     return STAGE_ARTIFACTS + [(f"evals/{ev.outputs()[0]}", f"valuemech eval {ev.name} --run RUN")
@@ -169,7 +181,8 @@ def build_report(run_root: Path | RunDir, n_boot: int = 1000) -> Path:
     found = [f.to_dict() for f in findings(run, n_boot)]
     body = [f"<h1>valuemech report: {html.escape(str((cfg or {}).get('model', {}).get('name', root.name)))}</h1>",
             f"<p class='small'>run directory <code>{html.escape(str(root.resolve()))}</code>; written "
-            f"{time.strftime('%Y-%m-%d %H:%M')}. Every number below is read from this directory's files.</p>"]
+            f"{time.strftime('%Y-%m-%d %H:%M')}. Every number below is read from this directory's files.</p>",
+            INTRO]
     missing = [(a, c.replace("RUN", str(root))) for a, c in expected_artifacts() if not (root / a).exists()]
     if missing:
         body.append("<div class='missing'><b>Missing stages (their sections are left out):</b><ul>" + "".join(
