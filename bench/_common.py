@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import torch
 
@@ -14,7 +13,7 @@ def load_avg() -> str:
 
 
 def machine() -> str:
-    """CPU count and model, torch version and intra-op threads."""
-    cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
-                if l.startswith("model name")), "?")
-    return f"nproc {os.cpu_count()}, {cpu}, torch {torch.__version__}, threads {torch.get_num_threads()}"
+    """CPU count, model and bfloat16 flags, torch version and intra-op threads."""
+    from valuemech.hardware import describe
+
+    return f"nproc {os.cpu_count()}, {describe()}, torch {torch.__version__}, threads {torch.get_num_threads()}"

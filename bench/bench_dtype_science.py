@@ -13,7 +13,13 @@ items), then prints Markdown tables:
    float32 (responses resampled within each condition): a dtype change that moves a cosine by less
    than its own interval changes nothing a reader of the summary table would conclude;
 3. the PVQ rater (expected score per item; argmax agreement) and the guard's accuracy under both,
-   each beside its float32 bootstrap interval over items.
+   each beside its float32 bootstrap interval over items;
+4. PVQ target-value gains under steering (prompted, intrinsic and the random control at the middle
+   block, relative α 0.2, float32 vectors of RUN; English, 10 values) under both dtypes, each beside
+   its float32 interval over values.
+The bootstrap interval of a cosine of two difference-in-means vectors is biased towards 0 (resampling
+adds noise), so table 2 compares the dtype's change with the interval's half-width rather than asking
+whether the bf16 value falls inside it.
 The CPU model and bf16 flags are printed first.
 """
 
@@ -28,7 +34,9 @@ from _common import load_avg, machine
 from valuemech.config import ModelConfig
 from valuemech.decompose import cosine, decompose
 from valuemech.evals.capability import builtin_mc, cloze_scores
-from valuemech.evals.pvq import builtin_items, likert_scores
+from valuemech.evals.common import EvalOptions, build_conditions
+from valuemech.evals.pvq import builtin_items, likert_scores, pvq_gains
+from valuemech.steering import SteeringSource
 from valuemech.hardware import describe
 from valuemech.models.loading import load_model
 from valuemech.rundir import RunDir
@@ -88,9 +96,14 @@ def main() -> None:
                       for s in range(0, len(records), 16)]
             means = torch.cat(chunks)
         lik = likert_scores(lm, items)
+        source = SteeringSource.from_run(run)  # float32 vectors for both dtypes: only the reading differs
+        conds, _ = build_conditions(lm, source, EvalOptions(components=["prompted", "intrinsic"], layer=mid,
+                                                             alpha=0.2), None)
+        gains = pvq_gains(lm, conds, items, vv.values_with_both(), n_boot=args.n_boot,
+                          progress=False)
         acc = (cloze_scores(lm, mc).argmax(-1) == torch.tensor([it.answer for it in mc])).double()
         res[dtype] = {"vv": vv, "comps": comps, "summary": summary, "mid": mid, "means": means,
-                      "expected": lik.expected.double(), "argmax": lik.argmax, "correct": acc}
+                      "expected": lik.expected.double(), "argmax": lik.argmax, "correct": acc, "gains": gains}
         del lm
     f, b = res["float32"], res["bfloat16"]
     mid = f["mid"]
@@ -104,14 +117,15 @@ def main() -> None:
             c = cosine(a, b[src].get(key, v).double())
             cells.append(f"{float(c.min()):.4f} / {float(c[mid]):.4f}")
         print(f"| {v} | " + " | ".join(cells) + " |")
-    print("\n| value | cos(v_int, v_prompt) fp32 [95% CI] | bf16 | bf16 − fp32 | inside the interval |")
+    print("\n| value | cos(v_int, v_prompt) fp32 [95% CI] | bf16 | bf16 − fp32 | |change| / half-width |")
     print("|---|---|---|---|---|")
     inside = []
     for v in f["summary"]["values"]:
         cf, cb = f["summary"]["per_value"][v]["cosine"][mid], b["summary"]["per_value"][v]["cosine"][mid]
         lo, hi = cos_interval(f["means"], records, labels, v, args.n_boot)
-        inside.append(lo <= cb <= hi)
-        print(f"| {v} | {cf:+.3f} [{lo:+.3f}, {hi:+.3f}] | {cb:+.3f} | {cb - cf:+.4f} | {'yes' if inside[-1] else 'NO'} |")
+        ratio = abs(cb - cf) / ((hi - lo) / 2)
+        inside.append(ratio < 1)
+        print(f"| {v} | {cf:+.3f} [{lo:+.3f}, {hi:+.3f}] | {cb:+.3f} | {cb - cf:+.4f} | {ratio:.3f} |")
     ef, eb = f["expected"].numpy(), b["expected"].numpy()
     lo, hi = interval(ef, args.n_boot)
     print(f"\nPVQ rater, {len(items)} English portraits, unsteered: mean expected score fp32 {ef.mean():.3f} "
@@ -121,7 +135,14 @@ def main() -> None:
     lo, hi = interval(af, args.n_boot)
     print(f"Guard (cloze, {len(mc)} items): accuracy fp32 {af.mean():.3f} [{lo:.3f}, {hi:.3f}], bf16 {ab.mean():.3f}; "
           f"same answer on {float((af == ab).mean()):.0%} of items")
-    print(f"\ncos(v_int, v_prompt): bf16 inside the fp32 interval for {sum(inside)}/{len(inside)} values; {load_avg()}")
+    print("\n| PVQ gain, English, mean over values | fp32 [95% CI] | bf16 | bf16 − fp32 |")
+    print("|---|---|---|---|")
+    for name, row in f["gains"]["rows"].items():
+        gf, gb = row["mean"], b["gains"]["rows"][name]["mean"]
+        print(f"| {name} | {gf['gain']:+.4f} [{gf['gain_ci'][0]:+.4f}, {gf['gain_ci'][1]:+.4f}] | {gb['gain']:+.4f} | "
+              f"{gb['gain'] - gf['gain']:+.4f} |")
+    print(f"\ncos(v_int, v_prompt): the bf16 change is under the fp32 interval's half-width for {sum(inside)}/"
+          f"{len(inside)} values; {load_avg()}")
 
 
 if __name__ == "__main__":

@@ -89,6 +89,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     lm = load_model(ModelConfig(name=args.model, dtype=args.dtype, threads=args.threads))
+    from _common import load_avg, machine
+
+    print(f"{machine()}; {load_avg()}")
     print(f"model {lm.model_id}, dtype {args.dtype}, threads {args.threads}, repeats {args.repeats} (min taken)")
     pvq_speed(lm, args.repeats)
     steering_overhead(lm, args.repeats)

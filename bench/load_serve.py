@@ -207,7 +207,10 @@ def main() -> int:
                 print((tmp / "serve.log").read_text()[-2000:])
                 return 1
             time.sleep(0.2)
-        print(f"server up in {time.perf_counter() - t0:.1f} s on {base}", flush=True)
+        from valuemech.hardware import describe
+
+        print(f"server up in {time.perf_counter() - t0:.1f} s on {base}; CPU: {describe()}; load "
+              f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
 
         good, bad = well_formed(neuron_set(run_dir)), malformed()
         alone = {}

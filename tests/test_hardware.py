@@ -62,3 +62,42 @@ def test_a_run_records_the_resolved_dtype_and_a_resume_keeps_it(tmp_path, monkey
 
     with pytest.raises(ValuemechError, match="model.dtype"):
         open_run(tmp_path / "run", make_config("quick", {"data": {"n_queries": 2}, "model": {"dtype": "float32"}}))
+
+
+def test_option_probability_evaluations_score_in_float32_in_a_bfloat16_cpu_run(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from valuemech.config import ModelConfig
+    from valuemech.evals import registry
+    from valuemech.pipeline import Pipeline
+    from valuemech.rundir import RunDir
+
+    bf16 = ModelConfig(name="smollm2-135m", dtype="bfloat16")
+    for name in ("pvq", "value_portrait", "dilemmas"):
+        assert registry.get_eval(name).model_config(bf16).dtype == "float32"
+        assert registry.get_eval(name).model_config(replace(bf16, device="cuda")).dtype == "bfloat16"
+    assert registry.get_eval("diversity").model_config(bf16).dtype == "bfloat16"
+    assert registry.get_eval("pvq").model_config(replace(bf16, dtype="float32")).dtype == "float32"
+    # the pipeline loads one float32 copy, and only when it is the same weights
+    loaded = []
+
+    class Fake:
+        def __init__(self, cfg, sha):
+            self.cfg, self.weights_sha256 = cfg, sha
+
+    def fake_load(cfg, sha="w"):
+        loaded.append(cfg.dtype)
+        return Fake(cfg, sha)
+
+    import valuemech.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "load_model", fake_load)
+    cfg = make_config("quick", {"model": {"dtype": "bfloat16"}})
+    pipe = Pipeline(RunDir(tmp_path), cfg, log=lambda s: None)
+    assert pipe.model_for(registry.get_eval("pvq")).cfg.dtype == "float32"
+    assert pipe.model_for(registry.get_eval("dilemmas")).cfg.dtype == "float32"
+    assert pipe.model_for(registry.get_eval("diversity")).cfg.dtype == "bfloat16"
+    assert sorted(loaded) == ["bfloat16", "float32"]
+    monkeypatch.setattr(pipeline, "load_model", lambda c: fake_load(c, "other" if c.dtype == "float32" else "w"))
+    pipe = Pipeline(RunDir(tmp_path), cfg, log=lambda s: None)
+    assert pipe.model_for(registry.get_eval("pvq")).cfg.dtype == "bfloat16"  # a copy that hashes differently is not used

@@ -35,14 +35,15 @@ def _log(message: str) -> None:
     err.print(message, highlight=False, markup=False)
 
 
-def _run_model_source(run_dir: Path, model: bool = True):
-    """Open a run, load its model (unless ``model`` is false), and its vectors/components checked against it."""
+def _run_model_source(run_dir: Path, model: bool = True, ev=None):
+    """Open a run, load its model (unless ``model`` is false; in the settings evaluation ``ev`` runs under),
+    and its vectors/components checked against it."""
     from valuemech.models.loading import load_model
     from valuemech.pipeline import open_run
     from valuemech.steering import SteeringSource
 
     rd, cfg = open_run(run_dir)
-    lm = load_model(cfg.model) if model else None
+    lm = load_model(ev.model_config(cfg.model) if ev is not None else cfg.model) if model else None
     return rd, cfg, lm, SteeringSource.from_run(rd, lm)
 
 
@@ -494,7 +495,7 @@ def _eval_command(ev) -> None:
         if "progress" in fields:
             raw["progress"] = not quiet
         opts = make_options(raw, ev.name)  # checked before the model loads
-        rd, _, lm, source = _run_model_source(kwargs["run_dir"], model=ev.needs_model(opts))
+        rd, _, lm, source = _run_model_source(kwargs["run_dir"], model=ev.needs_model(opts), ev=ev)
         result = run_eval(ev.name, lm, source, opts, rd)
         console.print(summary(ev.name, result), markup=False, highlight=False)
         console.print(f"written: {rd.eval_path(ev.output(opts, result))}")

@@ -95,12 +95,26 @@ class Pipeline:
     progress: bool = True
     log: Callable[[str], None] = print
     timings: dict[str, float] = field(default_factory=dict)
+    scoring_lm: LoadedModel | None = None  # a float32 copy for evaluations that score in float32
 
     def model(self) -> LoadedModel:
         if self.lm is None:
             self.log(f"loading model {self.cfg.model.name} ...")
             self.lm = load_model(self.cfg.model)
         return self.lm
+
+    def model_for(self, ev: registry.Evaluation) -> LoadedModel:
+        """The run's model, or a float32 copy for an evaluation that scores in float32 (see Evaluation)."""
+        cfg = ev.model_config(self.cfg.model)
+        if cfg == self.cfg.model:
+            return self.model()
+        if self.scoring_lm is None:
+            self.log(f"loading model {cfg.name} in {cfg.dtype} for option-probability scoring ...")
+            self.scoring_lm = load_model(cfg)
+            if self.scoring_lm.weights_sha256 != self.model().weights_sha256:  # identity hashed from cast weights
+                self.log(f"[evaluate] the {cfg.dtype} copy of {cfg.name} hashes differently; scoring in the run's dtype")
+                self.scoring_lm = self.model()
+        return self.scoring_lm
 
     # stages: each returns the info recorded in stages.json ---------------------------------
     def generate(self) -> dict:
@@ -162,7 +176,8 @@ class Pipeline:
             opts = registry.options_for(name, self.cfg.evaluate)
             if hasattr(opts, "progress"):
                 opts.progress = self.progress
-            lm = self.model() if registry.get_eval(name).needs_model(opts) else None
+            ev = registry.get_eval(name)
+            lm = self.model_for(ev) if ev.needs_model(opts) else None
             if source is None or (lm is not None and not checked):  # checked against the model once it is loaded
                 source, checked = SteeringSource.from_run(self.run, lm), lm is not None
             self.log(f"[evaluate] {name} ...")

@@ -60,6 +60,14 @@ class Evaluation:
     section: str = "Evaluations"  # the report section (h2) it appears under
     core: bool = False  # the findings read it: the report lists it as missing when absent
     alias: bool = False  # also a top-level command (``valuemech sweep``)
+    scoring_dtype: str | None = None  # "float32": run in float32 when the run's model is bfloat16 on the CPU
+
+    def model_config(self, model_cfg):
+        """The model settings this evaluation runs under: the run's, or float32 where ``scoring_dtype``
+        asks for it and the run resolved to bfloat16/float16 on the CPU (docs/benchmarks.md, "dtype")."""
+        if self.scoring_dtype and model_cfg.device == "cpu" and model_cfg.dtype not in ("float32", "fp32", "auto"):
+            return dataclasses.replace(model_cfg, dtype=self.scoring_dtype)
+        return model_cfg
 
     def load(self) -> ModuleType:
         return importlib.import_module(self.module)
@@ -88,11 +96,13 @@ REGISTRY: list[Evaluation] = [
     Evaluation("sweep", "valuemech.evals.sweep", "Capability guard curves (MC accuracy drop, KL) over α per "
                "component; the largest safe α.", section=STEERING, core=True, alias=True),
     Evaluation("pvq", "valuemech.evals.pvq", "PVQ target-value gain per component, neuron class and control, per "
-               "language.", section=STEERING, core=True),
+               "language.", section=STEERING, core=True, scoring_dtype="float32"),
     Evaluation("value_portrait", "valuemech.evals.value_portrait",
-               "Value Portrait: rate candidate responses by similarity to own thoughts; value profile and gains."),
+               "Value Portrait: rate candidate responses by similarity to own thoughts; value profile and gains.",
+               scoring_dtype="float32"),
     Evaluation("dilemmas", "valuemech.evals.dilemmas",
-               "Situational dilemmas: win rate and mean shift towards the steered value's action."),
+               "Situational dilemmas: win rate and mean shift towards the steered value's action.",
+               scoring_dtype="float32"),
     Evaluation("freeform", "valuemech.evals.freeform",
                "Free-form PVQ: open answers scored 0-10 for the target value by a non-labelling judge."),
     Evaluation("diversity", "valuemech.evals.diversity",
@@ -199,6 +209,8 @@ def run_eval(name: str, lm, source, opts: Any, run=None) -> dict:
         raise ValuemechError(f"evaluation {name} returned no {missing[0]!r} (see the contract in {__name__})")
     result["settings"]["model_id"] = lm.model_id if lm is not None else source.vectors.metadata.get("model_id")
     result["settings"]["seconds"] = round(time.perf_counter() - t0, 1)
+    if lm is not None:
+        result["settings"]["dtype"] = str(next(lm.model.parameters()).dtype).removeprefix("torch.")
     if run is not None:
         run.write_eval(ev.output(opts, result), result)
     return result
