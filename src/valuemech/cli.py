@@ -387,31 +387,38 @@ def label(run_dir: Optional[Path] = typer.Option(None, "--run", help="Label a ru
 @friendly
 def steer(prompt: str = typer.Argument(..., help="The user message."),
           run_dir: Path = RunOpt,
-          value: str = typer.Option(..., help="Value id (ignored for mean_delta)."),
+          value: str = typer.Option(..., help="Value id, or a comma list applied together (ignored for mean_delta)."),
           component: str = typer.Option("shared", help="intrinsic | prompted | intrinsic_orth | prompted_orth | "
                                                        "shared | intrinsic_unique | prompted_unique | mean_delta."),
           alpha: float = typer.Option(..., help="Steering strength (relative to the residual norm unless --raw)."),
           layer: Optional[int] = typer.Option(None, help="Block to steer (default: the middle block)."),
+          operator: str = typer.Option("add", "--operator", help="add | ablate (remove the projection on the "
+                                                                 "direction) | ablate_add (remove it, then add)."),
           raw: bool = typer.Option(False, "--raw", help="alpha multiplies the vector as stored."),
           system: Optional[str] = typer.Option(None, help="A system prompt (default: the template's)."),
           max_tokens: int = typer.Option(96, "--max-tokens", help="New tokens per answer."),
           seed: int = typer.Option(0, help="Seed of the random-direction control.")) -> None:
     """Answer PROMPT unsteered, steered with a component, and with a same-norm random direction."""
     from valuemech.generate import chat as chat_once
+    from valuemech.hooks import check_operator
     from valuemech.steering import steer as steer_ctx
-    from valuemech.values import canonical_value
+    from valuemech.values import parse_values
 
-    value = canonical_value(value)
+    values = parse_values(value)
+    check_operator(operator)
     _, _, lm, source = _run_model_source(run_dir)
-    source.component(component, value)  # validate before any generation
+    for v in values:
+        source.component(component, v)  # validate before any generation
     layer = lm.n_layers // 2 if layer is None else lm.arch.check_layer(layer)
+    kw = {"relative": not raw, "operator": operator}
     answers = {"baseline": chat_once(lm, prompt, system, max_tokens)}
-    with steer_ctx(lm, source, component, value, layer, alpha, relative=not raw) as added:
+    with steer_ctx(lm, source, component, values, layer, alpha, **kw) as added:
         answers["steered"] = chat_once(lm, prompt, system, max_tokens)
-    with steer_ctx(lm, source, component, value, layer, alpha, relative=not raw, control_seed=seed):
+    with steer_ctx(lm, source, component, values, layer, alpha, control_seed=seed, **kw):
         answers["random control"] = chat_once(lm, prompt, system, max_tokens)
     norm = float(added[layer].norm())
-    table = Table(title=f"{component}.{value} at block {layer}, alpha={alpha:g}"
+    what = "+".join(f"{component}.{v}" for v in values)
+    table = Table(title=f"{operator} {what} at block {layer}, alpha={alpha:g}"
                         f"{' (raw)' if raw else ' x residual norm'}: added norm {norm:.2f}", show_lines=True)
     for name in answers:
         table.add_column(name)

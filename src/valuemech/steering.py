@@ -27,6 +27,8 @@ from valuemech.vectors import ValueVectors
 VECTOR_COMPONENTS = ("intrinsic", "prompted")
 DECOMPOSED = ("intrinsic_orth", "prompted_orth", "shared", "intrinsic_unique", "prompted_unique")
 COMPONENTS = VECTOR_COMPONENTS + DECOMPOSED + ("mean_delta",)
+#: Components with one direction for all values (a value given with them is ignored).
+VALUE_AGNOSTIC = ("mean_delta",)
 
 
 @dataclass
@@ -86,21 +88,42 @@ def random_like(vec: torch.Tensor, seed: int = 0) -> torch.Tensor:
     return r / r.norm() * vec.double().norm()
 
 
+def value_list(value: str | Sequence[str] | None) -> list[str | None]:
+    """``value`` as a list: one value, several applied together, or ``[None]`` (value-agnostic components)."""
+    if value is None or isinstance(value, str):
+        return [value]
+    values = list(value)
+    if not values:
+        raise ValuemechError("steering needs at least one value")
+    return values
+
+
 @contextmanager
-def steer(lm: LoadedModel, source: SteeringSource, component: str, value: str | None,
+def steer(lm: LoadedModel, source: SteeringSource, component: str, value: str | Sequence[str] | None,
           layers: int | Sequence[int], alpha: float, relative: bool = True, positions: hooks.Positions = "all",
-          control_seed: int | None = None) -> Iterator[dict[int, torch.Tensor]]:
-    """Add a component at one or more blocks; with ``control_seed``, a same-norm random direction instead."""
+          control_seed: int | None = None, operator: str = "add") -> Iterator[dict[int, torch.Tensor]]:
+    """Steer with a component at one or more blocks; yields the vector added at each block.
+
+    ``value`` may be a list: the values' vectors are applied together (each scaled on its own, added
+    as their sum, ablated as their span). ``operator`` is ``add``, ``ablate`` (remove the residual's
+    projection on the direction at every position; α is unused) or ``ablate_add`` (remove it, then
+    add). With ``control_seed``, a same-norm random direction replaces each vector.
+    """
+    hooks.check_operator(operator)
     layers = [layers] if isinstance(layers, int) else list(layers)
-    comp = source.component(component, value)
-    added = {}
+    comps = [source.component(component, v) for v in ([None] if component in VALUE_AGNOSTIC else value_list(value))]
+    directions: dict[int, list[torch.Tensor]] = {}
+    added: dict[int, torch.Tensor] = {}
     for layer in layers:
         layer = lm.arch.check_layer(layer)
-        v = comp[layer]
-        if control_seed is not None:
-            v = random_like(v, control_seed + layer)
-        added[layer] = scaled(v, alpha, relative, source.residual_norm(layer) if relative else None)
-    with hooks.add_vectors(lm, added, positions=positions):
+        rows = [c[layer] for c in comps]
+        if control_seed is not None:  # the first value keeps the seed of single-value steering
+            rows = [random_like(v, control_seed + layer + 7919 * i) for i, v in enumerate(rows)]
+        directions[layer] = rows
+        norm = source.residual_norm(layer) if relative and operator != "ablate" else None
+        added[layer] = torch.zeros(lm.hidden_size, dtype=torch.float64) if operator == "ablate" else \
+            torch.stack([scaled(v, alpha, relative, norm) for v in rows]).sum(0)
+    with hooks.apply_operator(lm, operator, directions, {l: [v] for l, v in added.items()}, positions):
         yield added
 
 

@@ -20,6 +20,7 @@ import torch
 from valuemech.config import GenerationConfig
 from valuemech.errors import ValuemechError
 from valuemech.generate import sample_batch, stable_seed
+from valuemech.hooks import check_operator
 from valuemech.models.loading import LoadedModel
 from valuemech.neurons import NEURON_CLASSES
 from valuemech.rundir import RunDir
@@ -39,6 +40,10 @@ def opt(default=None, help: str = "", flag: str | None = None, factory=None):
     return field(default=default, metadata=meta)
 
 
+OPERATOR_HELP = ("How each component acts: add | ablate (remove the residual's projection on its direction at "
+                 "every position) | ablate_add (remove it, then add).")
+
+
 @dataclass
 class EvalOptions:
     """Settings every evaluation understands (each uses the ones that apply to it)."""
@@ -48,6 +53,7 @@ class EvalOptions:
     alpha: float | None = opt(help="Relative α (default: evals/sweep.json, else 0.2).")
     alphas: list[float] = opt(factory=lambda: [0.05, 0.1, 0.2], help="Relative α grid (instruct, jailbreak).")
     values: list[str] | None = opt(help="Target values (comma list; default all).")
+    operator: str = opt("add", help=OPERATOR_HELP)
     beta: float = opt(0.0, help="Neuron-class scaling β (0: no neuron rows).")
     control: bool = opt(True, help="Add the same-norm random-direction control.")
     limit: int | None = opt(help="Use only the first N items / queries.")
@@ -64,6 +70,9 @@ class EvalOptions:
     batch_size: int = opt(16, help="Prompts per batch.")
     n_boot: int = opt(1000, help="Bootstrap resamples of the 95% intervals.")
     progress: bool = opt(True, help="Progress bars.")
+
+    def check(self) -> None:
+        check_operator(self.operator)
 
 
 def bootstrap_mean(xs, n_boot: int = 1000, seed: int = 0) -> list[float]:
@@ -121,12 +130,14 @@ def build_conditions(lm: LoadedModel, source: SteeringSource, opts: EvalOptions,
     (else of the first component): the noise floor every other row is read against.
     """
     chosen = chosen_settings(run)
+    op = check_operator(getattr(opts, "operator", "add"))
+    marked = {} if op == "add" else {"operator": op}  # settings of plain additive steering stay as they were
     conditions: dict[str, Condition] = {}
     settings: dict[str, dict] = {}
     for c in check_components(opts.components):
         layer, alpha = layer_alpha(lm, opts, c, chosen)
-        settings[c] = {"layer": layer, "alpha": alpha, "relative": True}
-        conditions[c] = (lambda v, c=c, layer=layer, alpha=alpha: steer(lm, source, c, v, layer, alpha))
+        settings[c] = {"layer": layer, "alpha": alpha, "relative": True, **marked}
+        conditions[c] = (lambda v, c=c, layer=layer, alpha=alpha: steer(lm, source, c, v, layer, alpha, operator=op))
     if opts.beta and neurons is not None:
         for cls in NEURON_CLASSES:
             conditions[f"neurons:{cls}"] = (lambda v, cls=cls: scale_neuron_class(lm, neurons, v, cls, opts.beta))
@@ -137,9 +148,9 @@ def build_conditions(lm: LoadedModel, source: SteeringSource, opts: EvalOptions,
         if "layer" in ref:
             comp = "mean_delta" if ref_name == "mean_delta" else "shared"
             conditions[control_name] = (lambda v, comp=comp, ref=ref: steer(
-                lm, source, comp, v, ref["layer"], ref["alpha"], control_seed=0))
+                lm, source, comp, v, ref["layer"], ref["alpha"], control_seed=0, operator=op))
             settings[control_name] = {"layer": ref["layer"], "alpha": ref["alpha"], "relative": True,
-                                      "direction": f"random, norm of {comp}"}
+                                      **marked, "direction": f"random, norm of {comp}"}
     return conditions, settings
 
 

@@ -257,12 +257,13 @@ def plan_conditions(lm: LoadedModel, source: SteeringSource, opts: EvalOptions, 
         for c in components:
             for v in ([None] if c == "mean_delta" else values):
                 name = c if v is None else f"{c}:{v}"
-                rows[name] = Row("", c, v, layers[c], a, lambda c=c, v=v: steer(lm, source, c, v, layers[c], a))
+                rows[name] = Row("", c, v, layers[c], a, lambda c=c, v=v: steer(lm, source, c, v, layers[c], a,
+                                                                               operator=opts.operator))
         if opts.control:
             for layer in control_layers:
                 name = "random" if len(control_layers) == 1 else f"random:L{layer}"
                 rows[name] = Row("", "random", None, layer, a, lambda layer=layer: steer(
-                    lm, source, components[0], values[0], layer, a, control_seed=0))
+                    lm, source, components[0], values[0], layer, a, control_seed=0, operator=opts.operator))
         return rows
 
     grid = over_alphas(list(opts.alphas), at)
@@ -378,6 +379,7 @@ def evaluate(lm: LoadedModel, source: SteeringSource, opts: EvalOptions, run: Ru
         },
         "components": list(components),
         "alphas": [float(a) for a in opts.alphas],
+        "operator": opts.operator,
         "conditions": {row.name: row.settings() for row in rows},
         "guard": {"sweep": str(run.eval_path("sweep.json")) if sweep else None,
                   "sweep_probe_value": (sweep or {}).get("probe_value"), "computed": compute.settings(),
