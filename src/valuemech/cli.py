@@ -387,11 +387,15 @@ def label(run_dir: Optional[Path] = typer.Option(None, "--run", help="Label a ru
 @friendly
 def steer(prompt: str = typer.Argument(..., help="The user message."),
           run_dir: Path = RunOpt,
-          value: str = typer.Option(..., help="Value id, or a comma list applied together (ignored for mean_delta)."),
+          value: Optional[str] = typer.Option(None, help="Value id, or a comma list applied together (ignored for "
+                                                         "mean_delta and --vector-file)."),
           component: str = typer.Option("shared", help="intrinsic | prompted | intrinsic_orth | prompted_orth | "
                                                        "shared | intrinsic_unique | prompted_unique | mean_delta."),
           alpha: float = typer.Option(..., help="Steering strength (relative to the residual norm unless --raw)."),
-          layer: Optional[int] = typer.Option(None, help="Block to steer (default: the middle block)."),
+          layer: Optional[int] = typer.Option(None, help="Block to steer (default: the middle block; with "
+                                                         "--vector-file, every block of the file)."),
+          vector_file: Optional[Path] = typer.Option(None, "--vector-file", help="Steer with a control-vector file "
+                                                     "(GGUF, safetensors, steering-vectors) instead of a component."),
           operator: str = typer.Option("add", "--operator", help="add | ablate (remove the projection on the "
                                                                  "direction) | ablate_add (remove it, then add)."),
           raw: bool = typer.Option(False, "--raw", help="alpha multiplies the vector as stored."),
@@ -404,26 +408,61 @@ def steer(prompt: str = typer.Argument(..., help="The user message."),
     from valuemech.steering import steer as steer_ctx
     from valuemech.values import parse_values
 
-    values = parse_values(value)
+    if vector_file is not None:
+        component, values = "file", [None]
+    elif value is None:
+        raise ValuemechError("give --value (or --vector-file)")
+    else:
+        values = parse_values(value)
     check_operator(operator)
     _, _, lm, source = _run_model_source(run_dir)
+    if vector_file is not None:
+        source = source.with_file(vector_file, lm)
     for v in values:
         source.component(component, v)  # validate before any generation
-    layer = lm.n_layers // 2 if layer is None else lm.arch.check_layer(layer)
+    if layer is not None:
+        layers = [lm.arch.check_layer(layer)]
+    else:
+        layers = source.file.blocks if vector_file is not None else [lm.n_layers // 2]
     kw = {"relative": not raw, "operator": operator}
     answers = {"baseline": chat_once(lm, prompt, system, max_tokens)}
-    with steer_ctx(lm, source, component, values, layer, alpha, **kw) as added:
+    with steer_ctx(lm, source, component, values, layers, alpha, **kw) as added:
         answers["steered"] = chat_once(lm, prompt, system, max_tokens)
-    with steer_ctx(lm, source, component, values, layer, alpha, control_seed=seed, **kw):
+    with steer_ctx(lm, source, component, values, layers, alpha, control_seed=seed, **kw):
         answers["random control"] = chat_once(lm, prompt, system, max_tokens)
-    norm = float(added[layer].norm())
-    what = "+".join(f"{component}.{v}" for v in values)
-    table = Table(title=f"{operator} {what} at block {layer}, alpha={alpha:g}"
+    norm = sum(float(v.norm()) for v in added.values())
+    what = str(vector_file) if vector_file is not None else "+".join(f"{component}.{v}" for v in values)
+    table = Table(title=f"{operator} {what} at block {','.join(map(str, layers))}, alpha={alpha:g}"
                         f"{' (raw)' if raw else ' x residual norm'}: added norm {norm:.2f}", show_lines=True)
     for name in answers:
         table.add_column(name)
     table.add_row(*answers.values())
     console.print(table)
+
+
+@app.command("export")
+@friendly
+def export_cmd(run_dir: Path = RunOpt,
+               value: Optional[str] = typer.Option(None, help="Value id, or a comma list (their vectors summed; "
+                                                              "ignored for mean_delta)."),
+               component: str = typer.Option("shared", help="Any steering component (see `steer`), e.g. mean_delta."),
+               layers: Optional[str] = typer.Option(None, help="Comma list of blocks (default: the middle block)."),
+               alpha: float = typer.Option(1.0, help="Strength baked in: relative α (x residual norm) unless --raw. "
+                                                    "Default 1: llama.cpp's scale is then valuemech's relative α."),
+               raw: bool = typer.Option(False, "--raw", help="alpha multiplies the vector as stored."),
+               fmt: str = typer.Option("gguf", "--format", help="gguf (llama.cpp control vector) | steering-vectors | "
+                                                                "safetensors."),
+               out: Path = typer.Option(..., "--out", help="File to write.")) -> None:
+    """Write a run's steering vector as a llama.cpp control vector (GGUF) or for steering-vectors / safetensors."""
+    from valuemech.export import export, llama_cpp_hint
+    from valuemech.pipeline import open_run
+
+    rd, _ = open_run(run_dir)
+    cv = export(rd, out, fmt, component, value, _ints(layers, "--layers") if layers else None, alpha, not raw)
+    console.print(f"written: {out} ({fmt}; blocks {cv.metadata['blocks']}; {cv.metadata['component']} "
+                  f"{cv.metadata['values']}; alpha {alpha:g}{' raw' if raw else ' relative'})", highlight=False)
+    if fmt == "gguf":
+        console.print(f"llama.cpp: llama-cli -m MODEL.gguf {llama_cpp_hint(cv, out)}", highlight=False, markup=False)
 
 
 def _floats(text: str, what: str) -> list[float]:

@@ -37,7 +37,7 @@ from valuemech.errors import ValuemechError
 from valuemech.io import parse_json, parse_jsonl, read_text
 from valuemech.judges.llm import YesNoEndpoint
 from valuemech.evals.common import (EvalOptions, baseline, check_components, chosen_settings, generate_texts,
-                                    layer_alpha, over_alphas, summarise)
+                                    layer_alpha, over_alphas, refuse_vector_file, summarise)
 from valuemech.models.loading import LoadedModel
 from valuemech.plots import alpha_curve, curve_rows
 from valuemech.rundir import RunDir
@@ -351,6 +351,7 @@ def evaluate(lm: LoadedModel, source: SteeringSource, opts: EvalOptions, run: Ru
     ASR is the mean over requests, with a 95% bootstrap interval over requests; the change vs.
     baseline is paired per request.
     """
+    refuse_vector_file(opts, "jailbreak")
     column = column or opts.column
     if column and not opts.items:
         raise ValuemechError(f"a request column ({column!r}) needs a dataset file (items)")
