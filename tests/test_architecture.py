@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("neurons",),
     ("rundir",),
     ("steering",),
-    ("evals", "export"),
+    ("evals", "export", "monitor"),
     ("serve", "report"),
     ("pipeline",),
     ("cli",),

@@ -465,6 +465,72 @@ def export_cmd(run_dir: Path = RunOpt,
         console.print(f"llama.cpp: llama-cli -m MODEL.gguf {llama_cpp_hint(cv, out)}", highlight=False, markup=False)
 
 
+@app.command()
+@friendly
+def monitor(run_dir: Path = RunOpt,
+            text: Optional[str] = typer.Option(None, "--text", help="One text to score (as a reply to --prompt)."),
+            prompt: str = typer.Option("", "--prompt", help="With --text: the user turn it answers."),
+            input: Optional[Path] = typer.Option(None, "--input", help="JSONL of {text|response [,prompt]} or "
+                                                                       "{messages: [...]} records (a run's "
+                                                                       "responses.jsonl works)."),
+            layer: Optional[int] = typer.Option(None, help="Block to read (default: the middle block)."),
+            values: Optional[str] = typer.Option(None, help="Values to score (comma list; default every value of the run)."),
+            value: Optional[str] = typer.Option(None, help="Value that colours the HTML view and ranks the table "
+                                                           "(default: the highest mean shared z)."),
+            component: str = typer.Option("shared", help="shared | intrinsic_unique | prompted_unique (colours and ranking)."),
+            out: Optional[Path] = typer.Option(None, "--out", help="Per-response scores JSONL (default RUN/monitor/<name>.jsonl)."),
+            html_out: Optional[Path] = typer.Option(None, "--html", help="HTML view (default RUN/monitor/<name>.html)."),
+            top: int = typer.Option(10, help="Rows of the most value-laden responses table."),
+            stats_limit: Optional[int] = typer.Option(None, "--stats-limit", help="Use the run's first N responses for "
+                                                                                    "the centring statistics."),
+            batch_size: int = typer.Option(8, "--batch-size"),
+            check: bool = typer.Option(False, help="Open the HTML view in headless Chromium and check it renders."),
+            quiet: bool = QuietOpt) -> None:
+    """Per token and per response, the residual stream's projection on each value's components, as z-scores
+    against the run's own responses: a JSONL of scores, an HTML view, and the most value-laden responses."""
+    import json
+
+    from valuemech.io import atomic_write_text
+    from valuemech.monitor import MONITOR_COMPONENTS, monitor as run_monitor, read_input, top_responses
+    from valuemech.report.monitor_page import write_monitor_page
+    from valuemech.values import canonical_value, parse_values
+
+    if (text is None) == (input is None):
+        raise ValuemechError("give exactly one of --text and --input")
+    if component not in MONITOR_COMPONENTS:
+        raise ValuemechError(f"--component must be one of {', '.join(MONITOR_COMPONENTS)}, not {component!r}")
+    records = [{"id": "text", "text": text, "prompt": prompt}] if text is not None else read_input(input)
+    chosen = parse_values(values) if values else None
+    rd, _, lm, source = _run_model_source(run_dir)
+    scored, stats = run_monitor(lm, rd, source, records, layer, chosen, batch_size, stats_limit, not quiet)
+    rows = [s.row for s in scored]
+    names = list(dict.fromkeys(v for v, _ in stats.names))
+    value = canonical_value(value) if value else max(names, key=lambda v: sum(r["z"][v]["shared"] for r in rows))
+    if value not in names:
+        raise ValuemechError(f"value {value!r} was not scored (scored: {', '.join(names)})")
+    name = "text" if input is None else input.stem
+    out = out or rd.monitor_file(f"{name}.jsonl")
+    atomic_write_text(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    page = write_monitor_page(html_out or rd.monitor_file(f"{name}.html"), scored, stats, value, component,
+                              f"valuemech monitor: {lm.model_id}, block {stats.layer}")
+    table = Table(title=f"most {value}-laden responses ({component} z vs the run's {stats.n_responses} responses, "
+                        f"block {stats.layer})")
+    for col in ("id", *(f"z {c}" for c in MONITOR_COMPONENTS), "text"):
+        table.add_column(col, justify="right" if col.startswith("z ") else "left")
+    for r in top_responses(rows, value, component, top):
+        table.add_row(r["id"], *(f"{r['z'][value][c]:+.2f}" for c in MONITOR_COMPONENTS),
+                      " ".join(r["text"].split())[:80])
+    console.print(table)
+    console.print(f"written: {out}\nwritten: {page}")
+    if check:
+        from valuemech.report.browser import check_page
+
+        res = check_page(page)
+        console.print(f"chromium: {res.summary()}")
+        if not res.ok:
+            raise typer.Exit(1)
+
+
 def _floats(text: str, what: str) -> list[float]:
     try:
         return [float(x) for x in text.split(",") if x.strip()]
