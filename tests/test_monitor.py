@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -140,3 +141,40 @@ def test_bad_records_are_one_line_errors(tiny_llama):
         to_items(tiny_llama, [{"text": ""}])
     with pytest.raises(ValuemechError, match="needs components"):
         Axes.from_source(SteeringSource(src.vectors, None), 1)
+
+
+def test_auc_interval_matches_the_rank_sum_auc():
+    import numpy as np
+
+    from valuemech.judges.evaluate import roc_auc
+    from valuemech.monitor import auc_interval
+
+    rng = np.random.default_rng(3)
+    y = rng.random(60) < 0.4
+    s = np.round(rng.normal(size=60) + y, 1)  # ties included
+    auc, ci = auc_interval(y, s, n_boot=300)
+    assert auc == pytest.approx(roc_auc(y, s), abs=1e-12) and ci[0] <= auc <= ci[1]
+    assert math.isnan(auc_interval(np.ones(5, bool), np.arange(5.0))[0])  # one class: undefined
+
+
+def test_validation_holds_back_whole_queries(smoke, tmp_path):
+    from valuemech.monitor import validation_markdown
+
+    out = tmp_path / "val.json"
+    r = runner.invoke(app, ["monitor", "--run", str(smoke.root), "--validate", "--n-boot", "50", "--out", str(out),
+                            "--quiet"])
+    assert r.exit_code == 0, r.output
+    res = json.loads(out.read_text())
+    labelled = [x for x in smoke.load_responses() if x["response_token_ids"]]
+    held = set(res["held_queries"])
+    assert len(held) == res["n_held_queries"] == 6 and res["block"] == 1
+    assert res["n_test"] == sum(str(x["query_id"]) in held for x in labelled)
+    assert res["n_build"] + res["n_test"] == len(labelled)
+    for per in res["per_value"].values():
+        for c in MONITOR_COMPONENTS:
+            a = per[c]["all"]
+            assert a["auc"] is None or math.isnan(a["auc"]) or 0.0 <= a["auc"] <= 1.0
+            assert a["n"] <= res["n_test"] and a["n"] == per[c]["intrinsic"]["n"] + per[c]["prompted"]["n"]
+    assert "| value | AUC shared |" in validation_markdown(res)
+    r = runner.invoke(app, ["monitor", "--run", str(smoke.root), "--validate", "--text", "x"])
+    assert r.exit_code == 2 and "leave out --text" in r.stderr

@@ -485,16 +485,37 @@ def monitor(run_dir: Path = RunOpt,
                                                                                     "the centring statistics."),
             batch_size: int = typer.Option(8, "--batch-size"),
             check: bool = typer.Option(False, help="Open the HTML view in headless Chromium and check it renders."),
+            validate: bool = typer.Option(False, "--validate", help="Instead: AUC of the projection against the judge's "
+                                                                    "labels on held-back responses (vectors rebuilt "
+                                                                    "without them) -> RUN/monitor/validation-block<l>.json."),
+            holdout: float = typer.Option(0.5, help="With --validate: share of the run's queries held back."),
+            seed: int = typer.Option(0, help="With --validate: seed of the held-back queries and the bootstrap."),
+            n_boot: int = typer.Option(1000, "--n-boot", help="With --validate: bootstrap resamples."),
             quiet: bool = QuietOpt) -> None:
     """Per token and per response, the residual stream's projection on each value's components, as z-scores
     against the run's own responses: a JSONL of scores, an HTML view, and the most value-laden responses."""
     import json
 
-    from valuemech.io import atomic_write_text
-    from valuemech.monitor import MONITOR_COMPONENTS, monitor as run_monitor, read_input, top_responses
+    from valuemech.io import atomic_write_json, atomic_write_text
+    from valuemech.monitor import (MONITOR_COMPONENTS, monitor as run_monitor, read_input, top_responses,
+                                   validate as run_validate, validation_markdown)
     from valuemech.report.monitor_page import write_monitor_page
     from valuemech.values import canonical_value, parse_values
 
+    if validate:
+        if text is not None or input is not None:
+            raise ValuemechError("--validate reads the run's own responses; leave out --text and --input")
+        if not 0 < holdout < 1:
+            raise ValuemechError(f"--holdout must be between 0 and 1, not {holdout:g}")
+        rd, _, lm, _ = _run_model_source(run_dir)
+        result = run_validate(lm, rd, layer, holdout, seed, n_boot, batch_size, not quiet)
+        path = out or rd.monitor_file(f"validation-block{result['block']}.json")
+        atomic_write_json(path, result)
+        print(f"held-back responses: {result['n_test']} ({result['n_held_queries']} of {result['n_queries']} queries); "
+              f"vectors from {result['n_build']}; block {result['block']}; judge {result['judge']}\n")
+        print(validation_markdown(result))
+        console.print(f"written: {path}")
+        return
     if (text is None) == (input is None):
         raise ValuemechError("give exactly one of --text and --input")
     if component not in MONITOR_COMPONENTS:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -269,3 +270,83 @@ def monitor(lm: LoadedModel, run: RunDir, source: SteeringSource, records: list[
     items = to_items(lm, records)
     stats = run_stats(lm, run, source, axes, stats_limit, batch_size, progress)
     return score(lm, read(lm, items, axes, batch_size, progress), stats), stats
+
+
+def validate(lm: LoadedModel, run: RunDir, layer: int | None = None, holdout: float = 0.5, seed: int = 0,
+             n_boot: int = 1000, batch_size: int = 8, progress: bool = False) -> dict:
+    """How well the projection predicts the judge's label on responses the vectors never saw.
+
+    The run's labelled responses are split by query (a seeded draw of ``holdout`` of the query ids is
+    held back, so no query is on both sides); vectors are extracted from the rest with the run's judge
+    labels and ``extract`` settings and decomposed; each held-back response's mean projection on every
+    value's axes is scored against its label by ROC-AUC (95% bootstrap interval over held-back
+    responses), per value and component, over both conditions together and per condition.
+    """
+    import random
+
+    from valuemech.decompose import decompose
+    from valuemech.vectors import extract_vectors
+
+    layer = lm.n_layers // 2 if layer is None else lm.arch.check_layer(layer)
+    cfg = run.load_config()
+    labels, judge = run.load_labels_and_judge()
+    records = [r for r in run.load_responses() if r.get("response_token_ids") and r["id"] in labels]
+    queries = sorted({str(r["query_id"]) for r in records})
+    held = set(random.Random(seed).sample(queries, round(len(queries) * holdout)))
+    build = [r for r in records if str(r["query_id"]) not in held]
+    test = [r for r in records if str(r["query_id"]) in held]
+    if not build or len(test) < 2:
+        raise ValuemechError(f"too few responses to hold back {holdout:g} of {len(queries)} queries")
+    vv = extract_vectors(lm, build, labels, judge or cfg.judge.name, cfg.extract.batch_size, cfg.extract.min_group,
+                         progress)
+    comps, _ = decompose(vv)
+    axes = Axes.from_source(SteeringSource(vv, comps), layer)
+    score = torch.stack([r.score for r in read(lm, to_items(lm, test), axes, batch_size, progress)]).numpy()
+    out: dict = {"block": layer, "holdout": holdout, "seed": seed, "judge": judge, "n_queries": len(queries),
+                 "n_held_queries": len(held), "n_build": len(build), "n_test": len(test),
+                 "min_group": cfg.extract.min_group, "n_boot": n_boot, "held_queries": sorted(held), "per_value": {}}
+    for k, (v, c) in enumerate(axes.names):
+        rows = {}
+        for cond in ("all", "intrinsic", "prompted"):
+            idx = [i for i, r in enumerate(test) if labels[r["id"]].get(v) is not None
+                   and (cond == "all" or r["condition"] == cond)]
+            y = np.array([bool(labels[test[i]["id"]][v]) for i in idx], dtype=bool)
+            auc, ci = auc_interval(y, score[idx, k], n_boot, seed)
+            rows[cond] = {"auc": auc, "ci": ci, "n": len(idx), "positives": int(y.sum())}
+        out["per_value"].setdefault(v, {})[c] = rows
+    return out
+
+
+def auc_interval(y, s, n_boot: int = 1000, seed: int = 0) -> tuple[float, list[float]]:
+    """ROC-AUC (Mann-Whitney, ties count half) and its 95% percentile bootstrap interval over items; resamples
+    with one class are left out; NaN without both classes. Each resample's AUC is computed from the pairwise
+    comparison matrix weighted by how often each item was drawn."""
+    y, s = np.asarray(y, dtype=bool), np.asarray(s, dtype=np.float64)
+    if y.all() or not y.any():
+        return float("nan"), [float("nan"), float("nan")]
+    pos, neg = s[y], s[~y]
+    g = (pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])
+    auc = float(g.mean())
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(s), (n_boot, len(s)))
+    counts = np.zeros((n_boot, len(s)))
+    np.add.at(counts, (np.arange(n_boot)[:, None], draws), 1.0)
+    wp, wn = counts[:, y], counts[:, ~y]
+    den = wp.sum(1) * wn.sum(1)
+    ok = den > 0
+    boots = ((wp @ g) * wn).sum(1)[ok] / den[ok]
+    if not len(boots):
+        return auc, [float("nan"), float("nan")]
+    return auc, [float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))]
+
+
+def validation_markdown(result: dict, condition: str = "all") -> str:
+    """Per value: ROC-AUC [95% CI] of each component's projection against the judge's label, with n and positives."""
+    head = "| value | " + " | ".join(f"AUC {c}" for c in MONITOR_COMPONENTS) + " | n (positives) |"
+    lines = [head, "|---|" + "---|" * (len(MONITOR_COMPONENTS) + 1)]
+    fmt = lambda a: "-" if a["auc"] != a["auc"] else f"{a['auc']:.2f} [{a['ci'][0]:.2f}, {a['ci'][1]:.2f}]"  # noqa: E731
+    for v, per in result["per_value"].items():
+        first = per[MONITOR_COMPONENTS[0]][condition]
+        lines.append(f"| {v} | " + " | ".join(fmt(per[c][condition]) for c in MONITOR_COMPONENTS)
+                     + f" | {first['n']} ({first['positives']}) |")
+    return "\n".join(lines)
