@@ -16,6 +16,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[test]"
+	# repeng (tests read exported GGUF control vectors with it) pins numpy<2: without its dependencies
+	$(PY) -m pip install -q --no-deps repeng==0.4.0
 	touch $(STAMP)
 
 demo: $(STAMP)

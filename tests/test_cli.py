@@ -91,6 +91,12 @@ def test_steer_shows_baseline_steered_and_control(smoke_run):
                                  "--alpha", "1", "hi"), "unknown value 'honour'")
     assert_one_line_error(invoke("steer", "--run", out, "--value", "power", "--component", "shared",
                                  "--layer", "7", "--alpha", "1", "hi"), "out of range")
+    r = invoke("steer", "--run", out, "--value", "power,benevolence", "--operator", "ablate_add", "--alpha", "0.5",
+               "--max-tokens", "4", "hi")
+    assert r.exit_code == 0, r.output
+    assert "ablate_add" in r.stdout and "shared.power+shared.benevolence" in r.stdout
+    assert_one_line_error(invoke("steer", "--run", out, "--value", "power", "--operator", "subtract",
+                                 "--alpha", "1", "hi"), "operator must be one of add, ablate, ablate_add")
 
 
 def test_resume_with_another_model_is_refused(smoke_run):

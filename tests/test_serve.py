@@ -80,7 +80,37 @@ def test_neuron_class_steering_per_request(server, smoke_dir):
     assert chat(server.url).json()["choices"][0]["message"]["content"] == plain  # nothing leaks
 
 
+def test_ablation_and_vector_lists_per_request(server, tiny_llama, smoke_dir):
+    from valuemech import hooks
+    from valuemech.config import GenerationConfig
+    from valuemech.generate import sample_batch
+    from valuemech.rundir import RunDir
+    from valuemech.serve import Message, _prompt_ids
+
+    plain = chat(server.url).json()["choices"][0]["message"]["content"]
+    r = chat(server.url, steering={"vector": "shared.power", "layer": 1, "operator": "ablate"})  # no alpha needed
+    assert r.status_code == 200
+    u = RunDir(smoke_dir).load_components().get("shared", "power")[1]
+    prompt = _prompt_ids(tiny_llama, [Message(role="user", content="Should I move abroad?")])
+    with hooks.ablate_vectors(tiny_llama, {1: u}):
+        ids, _ = sample_batch(tiny_llama, [prompt], GenerationConfig(max_new_tokens=8, temperature=0.0, top_p=1.0,
+                                                                      batch_size=1), 0)[0]
+    assert r.json()["choices"][0]["message"]["content"] == tiny_llama.tokenizer.decode(ids, skip_special_tokens=True)
+    assert chat(server.url).json()["choices"][0]["message"]["content"] == plain  # nothing leaks
+    # a list is applied together: twice the vector at α = 25 is the vector at α = 50
+    two = chat(server.url, steering={"vector": ["intrinsic.power", "intrinsic.power"], "layer": 1, "alpha": 25.0})
+    one = chat(server.url, steering={"vector": "intrinsic.power", "layer": 1, "alpha": 50.0})
+    assert two.json()["choices"][0]["message"]["content"] == one.json()["choices"][0]["message"]["content"] != plain
+    both = chat(server.url, steering={"vector": ["shared.power", "shared.benevolence"], "layer": 1, "alpha": 0.3,
+                                      "relative": True, "operator": "ablate_add"})
+    assert both.status_code == 200
+
+
 @pytest.mark.parametrize("kwargs,status,needle", [
+    ({"steering": {"vector": "shared.power", "layer": 1, "alpha": 1.0, "operator": "subtract"}}, 400, "operator"),
+    ({"steering": {"vector": "shared.power", "layer": 1, "operator": "ablate_add"}}, 400, "alpha"),
+    ({"steering": {"vector": [], "layer": 1, "alpha": 1.0}}, 400, "1 to 32"),
+    ({"steering": {"vector": ["shared.power", "nope"], "layer": 1, "alpha": 1.0}}, 400, "unknown steering vector"),
     ({"steering": {"neurons": "loud.power", "beta": 2.0}}, 400, "unknown neuron set"),
     ({"steering": {"neurons": "shared.power"}}, 400, "beta"),
     ({"steering": {"vector": "intrinsic.power", "neurons": "shared.power", "beta": 2.0}}, 400, "exactly one"),

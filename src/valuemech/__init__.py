@@ -33,6 +33,8 @@ _EXPORTS = {
     "Components": "valuemech.decompose",
     "decompose": "valuemech.decompose",
     "chat": "valuemech.generate",
+    "read_vector_file": "valuemech.vectorfile",
+    "ControlVector": "valuemech.vectorfile",
     "get_judge": "valuemech.judges",
     "VALUES": "valuemech.values",
     "ValuemechError": "valuemech.errors",

@@ -392,36 +392,169 @@ def label(run_dir: Optional[Path] = typer.Option(None, "--run", help="Label a ru
 @friendly
 def steer(prompt: str = typer.Argument(..., help="The user message."),
           run_dir: Path = RunOpt,
-          value: str = typer.Option(..., help="Value id (ignored for mean_delta)."),
+          value: Optional[str] = typer.Option(None, help="Value id, or a comma list applied together (ignored for "
+                                                         "mean_delta and --vector-file)."),
           component: str = typer.Option("shared", help="intrinsic | prompted | intrinsic_orth | prompted_orth | "
                                                        "shared | intrinsic_unique | prompted_unique | mean_delta."),
           alpha: float = typer.Option(..., help="Steering strength (relative to the residual norm unless --raw)."),
-          layer: Optional[int] = typer.Option(None, help="Block to steer (default: the middle block)."),
+          layer: Optional[int] = typer.Option(None, help="Block to steer (default: the middle block; with "
+                                                         "--vector-file, every block of the file)."),
+          vector_file: Optional[Path] = typer.Option(None, "--vector-file", help="Steer with a control-vector file "
+                                                     "(GGUF, safetensors, steering-vectors) instead of a component."),
+          operator: str = typer.Option("add", "--operator", help="add | ablate (remove the projection on the "
+                                                                 "direction) | ablate_add (remove it, then add)."),
           raw: bool = typer.Option(False, "--raw", help="alpha multiplies the vector as stored."),
           system: Optional[str] = typer.Option(None, help="A system prompt (default: the template's)."),
           max_tokens: int = typer.Option(96, "--max-tokens", help="New tokens per answer."),
           seed: int = typer.Option(0, help="Seed of the random-direction control.")) -> None:
     """Answer PROMPT unsteered, steered with a component, and with a same-norm random direction."""
     from valuemech.generate import chat as chat_once
+    from valuemech.hooks import check_operator
     from valuemech.steering import steer as steer_ctx
-    from valuemech.values import canonical_value
+    from valuemech.values import parse_values
 
-    value = canonical_value(value)
+    if vector_file is not None:
+        component, values = "file", [None]
+    elif value is None:
+        raise ValuemechError("give --value (or --vector-file)")
+    else:
+        values = parse_values(value)
+    check_operator(operator)
     _, _, lm, source = _run_model_source(run_dir)
-    source.component(component, value)  # validate before any generation
-    layer = lm.n_layers // 2 if layer is None else lm.arch.check_layer(layer)
+    if vector_file is not None:
+        source = source.with_file(vector_file, lm)
+    for v in values:
+        source.component(component, v)  # validate before any generation
+    if layer is not None:
+        layers = [lm.arch.check_layer(layer)]
+    else:
+        layers = source.file.blocks if vector_file is not None else [lm.n_layers // 2]
+    kw = {"relative": not raw, "operator": operator}
     answers = {"baseline": chat_once(lm, prompt, system, max_tokens)}
-    with steer_ctx(lm, source, component, value, layer, alpha, relative=not raw) as added:
+    with steer_ctx(lm, source, component, values, layers, alpha, **kw) as added:
         answers["steered"] = chat_once(lm, prompt, system, max_tokens)
-    with steer_ctx(lm, source, component, value, layer, alpha, relative=not raw, control_seed=seed):
+    with steer_ctx(lm, source, component, values, layers, alpha, control_seed=seed, **kw):
         answers["random control"] = chat_once(lm, prompt, system, max_tokens)
-    norm = float(added[layer].norm())
-    table = Table(title=f"{component}.{value} at block {layer}, alpha={alpha:g}"
+    norm = sum(float(v.norm()) for v in added.values())
+    what = str(vector_file) if vector_file is not None else "+".join(f"{component}.{v}" for v in values)
+    table = Table(title=f"{operator} {what} at block {','.join(map(str, layers))}, alpha={alpha:g}"
                         f"{' (raw)' if raw else ' x residual norm'}: added norm {norm:.2f}", show_lines=True)
     for name in answers:
         table.add_column(name)
     table.add_row(*answers.values())
     console.print(table)
+
+
+@app.command("export")
+@friendly
+def export_cmd(run_dir: Path = RunOpt,
+               value: Optional[str] = typer.Option(None, help="Value id, or a comma list (their vectors summed; "
+                                                              "ignored for mean_delta)."),
+               component: str = typer.Option("shared", help="Any steering component (see `steer`), e.g. mean_delta."),
+               layers: Optional[str] = typer.Option(None, help="Comma list of blocks (default: the middle block)."),
+               alpha: float = typer.Option(1.0, help="Strength baked in: relative α (x residual norm) unless --raw. "
+                                                    "Default 1: llama.cpp's scale is then valuemech's relative α."),
+               raw: bool = typer.Option(False, "--raw", help="alpha multiplies the vector as stored."),
+               fmt: str = typer.Option("gguf", "--format", help="gguf (llama.cpp control vector) | steering-vectors | "
+                                                                "safetensors."),
+               out: Path = typer.Option(..., "--out", help="File to write.")) -> None:
+    """Write a run's steering vector as a llama.cpp control vector (GGUF) or for steering-vectors / safetensors."""
+    from valuemech.export import export, llama_cpp_hint
+    from valuemech.pipeline import open_run
+
+    rd, _ = open_run(run_dir)
+    cv = export(rd, out, fmt, component, value, _ints(layers, "--layers") if layers else None, alpha, not raw)
+    console.print(f"written: {out} ({fmt}; blocks {cv.metadata['blocks']}; {cv.metadata['component']} "
+                  f"{cv.metadata['values']}; alpha {alpha:g}{' raw' if raw else ' relative'})", highlight=False)
+    if fmt == "gguf":
+        console.print(f"llama.cpp: llama-cli -m MODEL.gguf {llama_cpp_hint(cv, out)}", highlight=False, markup=False)
+
+
+@app.command()
+@friendly
+def monitor(run_dir: Path = RunOpt,
+            text: Optional[str] = typer.Option(None, "--text", help="One text to score (as a reply to --prompt)."),
+            prompt: str = typer.Option("", "--prompt", help="With --text: the user turn it answers."),
+            input: Optional[Path] = typer.Option(None, "--input", help="JSONL of {text|response [,prompt]} or "
+                                                                       "{messages: [...]} records (a run's "
+                                                                       "responses.jsonl works)."),
+            layer: Optional[int] = typer.Option(None, help="Block to read (default: the middle block)."),
+            values: Optional[str] = typer.Option(None, help="Values to score (comma list; default every value of the run)."),
+            value: Optional[str] = typer.Option(None, help="Value that colours the HTML view and ranks the table "
+                                                           "(default: the highest mean shared z)."),
+            component: str = typer.Option("shared", help="shared | intrinsic_unique | prompted_unique (colours and ranking)."),
+            out: Optional[Path] = typer.Option(None, "--out", help="Per-response scores JSONL (default RUN/monitor/<name>.jsonl)."),
+            html_out: Optional[Path] = typer.Option(None, "--html", help="HTML view (default RUN/monitor/<name>.html)."),
+            top: int = typer.Option(10, help="Rows of the most value-laden responses table."),
+            stats_limit: Optional[int] = typer.Option(None, "--stats-limit", help="Use the run's first N responses for "
+                                                                                    "the centring statistics."),
+            batch_size: int = typer.Option(8, "--batch-size"),
+            check: bool = typer.Option(False, help="Open the HTML view in headless Chromium and check it renders."),
+            validate: bool = typer.Option(False, "--validate", help="Instead: AUC of the projection against the judge's "
+                                                                    "labels on held-back responses (vectors rebuilt "
+                                                                    "without them) -> RUN/monitor/validation-block<l>.json."),
+            holdout: float = typer.Option(0.5, help="With --validate: share of the run's queries held back."),
+            seed: int = typer.Option(0, help="With --validate: seed of the held-back queries and the bootstrap."),
+            n_boot: int = typer.Option(1000, "--n-boot", help="With --validate: bootstrap resamples."),
+            quiet: bool = QuietOpt) -> None:
+    """Per token and per response, the residual stream's projection on each value's components, as z-scores
+    against the run's own responses: a JSONL of scores, an HTML view, and the most value-laden responses."""
+    import json
+
+    from valuemech.io import atomic_write_json, atomic_write_text
+    from valuemech.monitor import (MONITOR_COMPONENTS, monitor as run_monitor, read_input, top_responses,
+                                   validate as run_validate, validation_markdown)
+    from valuemech.report.monitor_page import write_monitor_page
+    from valuemech.values import canonical_value, parse_values
+
+    if validate:
+        if text is not None or input is not None:
+            raise ValuemechError("--validate reads the run's own responses; leave out --text and --input")
+        if not 0 < holdout < 1:
+            raise ValuemechError(f"--holdout must be between 0 and 1, not {holdout:g}")
+        rd, _, lm, _ = _run_model_source(run_dir)
+        result = run_validate(lm, rd, layer, holdout, seed, n_boot, batch_size, not quiet)
+        path = out or rd.monitor_file(f"validation-block{result['block']}.json")
+        atomic_write_json(path, result)
+        print(f"held-back responses: {result['n_test']} ({result['n_held_queries']} of {result['n_queries']} queries); "
+              f"vectors from {result['n_build']}; block {result['block']}; judge {result['judge']}\n")
+        print(validation_markdown(result))
+        console.print(f"written: {path}")
+        return
+    if (text is None) == (input is None):
+        raise ValuemechError("give exactly one of --text and --input")
+    if component not in MONITOR_COMPONENTS:
+        raise ValuemechError(f"--component must be one of {', '.join(MONITOR_COMPONENTS)}, not {component!r}")
+    records = [{"id": "text", "text": text, "prompt": prompt}] if text is not None else read_input(input)
+    chosen = parse_values(values) if values else None
+    rd, _, lm, source = _run_model_source(run_dir)
+    scored, stats = run_monitor(lm, rd, source, records, layer, chosen, batch_size, stats_limit, not quiet)
+    rows = [s.row for s in scored]
+    names = list(dict.fromkeys(v for v, _ in stats.names))
+    value = canonical_value(value) if value else max(names, key=lambda v: sum(r["z"][v]["shared"] for r in rows))
+    if value not in names:
+        raise ValuemechError(f"value {value!r} was not scored (scored: {', '.join(names)})")
+    name = "text" if input is None else input.stem
+    out = out or rd.monitor_file(f"{name}.jsonl")
+    atomic_write_text(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    page = write_monitor_page(html_out or rd.monitor_file(f"{name}.html"), scored, stats, value, component,
+                              f"valuemech monitor: {lm.model_id}, block {stats.layer}")
+    table = Table(title=f"most {value}-laden responses ({component} z vs the run's {stats.n_responses} responses, "
+                        f"block {stats.layer})")
+    for col in ("id", *(f"z {c}" for c in MONITOR_COMPONENTS), "text"):
+        table.add_column(col, justify="right" if col.startswith("z ") else "left")
+    for r in top_responses(rows, value, component, top):
+        table.add_row(r["id"], *(f"{r['z'][value][c]:+.2f}" for c in MONITOR_COMPONENTS),
+                      " ".join(r["text"].split())[:80])
+    console.print(table)
+    console.print(f"written: {out}\nwritten: {page}")
+    if check:
+        from valuemech.report.browser import check_page
+
+        res = check_page(page)
+        console.print(f"chromium: {res.summary()}")
+        if not res.ok:
+            raise typer.Exit(1)
 
 
 def _floats(text: str, what: str) -> list[float]:

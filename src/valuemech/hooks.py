@@ -1,4 +1,4 @@
-"""Hook context managers: read residuals and neurons, add vectors, scale neurons.
+"""Hook context managers: read residuals and neurons, add or ablate vectors, scale neurons.
 
 Conventions (the field's classic off-by-one, stated once):
 - "residual after block l" is the output of decoder block ``l`` (0-based), which equals
@@ -159,34 +159,124 @@ def _phase_hooks(arch: ModelArch, positions: Positions) -> Iterator[tuple[_Phase
             h.remove()
 
 
-@contextmanager
-def add_vectors(model, vectors: Mapping[int, torch.Tensor], alpha: float = 1.0,
-                positions: Positions = "all") -> Iterator[None]:
-    """Add ``alpha * vectors[l]`` to the residual stream after block ``l`` at the chosen positions."""
-    arch = _arch(model)
-    with _phase_hooks(arch, positions) as (phase, handles):
-        for layer, vec in vectors.items():
-            layer = arch.check_layer(layer)
-            vec = torch.as_tensor(vec)
-            if vec.shape != (arch.hidden_size,):
-                raise ValuemechError(f"steering vector for layer {layer} has shape {tuple(vec.shape)}, "
-                                     f"model hidden size is {arch.hidden_size}")
-            delta_cache: dict[tuple, torch.Tensor] = {}
+#: How a steering vector changes the residual stream: add it, remove the residual's projection on
+#: its direction (directional ablation), or remove the projection and then add the vector.
+OPERATORS = ("add", "ablate", "ablate_add")
 
-            def hook(_mod, _inp, out, vec=vec, delta_cache=delta_cache):
+#: One vector, or several applied together (added as their sum; ablated as their span).
+VectorSpec = Union[torch.Tensor, Sequence[torch.Tensor]]
+
+
+def check_operator(operator: str) -> str:
+    if operator not in OPERATORS:
+        raise ValuemechError(f"operator must be one of {', '.join(OPERATORS)}, not {operator!r}")
+    return operator
+
+
+def _stack(arch: ModelArch, layer: int, spec: VectorSpec, what: str) -> torch.Tensor:
+    """``[k, hidden]`` float64 rows of one vector or a list of them, shape-checked."""
+    if isinstance(spec, (list, tuple)):
+        vecs = list(spec)
+    else:
+        t = torch.as_tensor(spec)
+        vecs = [t] if t.dim() == 1 else list(t)
+    if not vecs:
+        raise ValuemechError(f"no {what} vector given for layer {layer}")
+    rows = []
+    for v in vecs:
+        v = torch.as_tensor(v)
+        if v.shape != (arch.hidden_size,):
+            raise ValuemechError(f"{what} vector for layer {layer} has shape {tuple(v.shape)}, "
+                                 f"model hidden size is {arch.hidden_size}")
+        rows.append(v.to(torch.float64))
+    return torch.stack(rows)
+
+
+def orthonormal_basis(rows: torch.Tensor, layer: int = 0) -> torch.Tensor:
+    """``[r, hidden]`` orthonormal rows spanning ``rows`` (Gram-Schmidt, twice, float64); a single
+    vector gives exactly ``v / |v|``. A zero or linearly dependent row adds nothing; all zero is an error."""
+    basis: list[torch.Tensor] = []
+    for v in rows.to(torch.float64):
+        w = v.clone()
+        for _ in range(2):
+            for q in basis:
+                w = w - (w @ q) * q
+        n = w.norm()
+        if n > 1e-10 * max(float(v.norm()), 1e-300):
+            basis.append(w / n)
+    if not basis:
+        raise ValuemechError(f"cannot ablate a zero vector at layer {layer}")
+    return torch.stack(basis)
+
+
+@contextmanager
+def _edit_residual(arch: ModelArch, ablate: Mapping[int, VectorSpec], add: Mapping[int, VectorSpec],
+                   positions: Positions, alpha: float) -> Iterator[None]:
+    """After block l: ``h - (h Q^T) Q`` with Q an orthonormal basis of ``ablate[l]`` (when given), then
+    ``+ alpha * sum(add[l])`` (when given), at the chosen positions. One hook per block, so the
+    removal always comes before the addition."""
+    with _phase_hooks(arch, positions) as (phase, handles):
+        plans: dict[int, tuple[torch.Tensor | None, torch.Tensor | None]] = {}
+        for layer in list(ablate) + [l for l in add if l not in ablate]:
+            layer_ = arch.check_layer(layer)
+            basis = orthonormal_basis(_stack(arch, layer_, ablate[layer], "ablation"), layer_) \
+                if layer in ablate else None
+            delta = alpha * _stack(arch, layer_, add[layer], "steering").sum(0) if layer in add else None
+            plans[layer_] = basis, delta
+        for layer, (basis, delta) in plans.items():
+            cache: dict[tuple, tuple] = {}
+
+            def hook(_mod, _inp, out, basis=basis, delta=delta, cache=cache):
                 hidden = _hidden(out)
                 mask = _position_mask(positions, phase, hidden)
                 if mask is False:
                     return out
                 key = (hidden.dtype, hidden.device)
-                if key not in delta_cache:
-                    delta_cache[key] = (alpha * vec.to(torch.float64)).to(hidden.device, hidden.dtype)
-                delta = delta_cache[key]
-                new = hidden + delta if mask is True else hidden + delta * mask.to(hidden.dtype)
+                if key not in cache:
+                    work = torch.promote_types(hidden.dtype, torch.float32)  # bf16/fp16 project in fp32
+                    cache[key] = (None if basis is None else basis.to(hidden.device, work),
+                                  None if delta is None else delta.to(hidden.device, hidden.dtype))
+                q, d = cache[key]
+                new = hidden
+                if q is not None:
+                    h = new.to(q.dtype)
+                    new = (h - (h @ q.T) @ q).to(hidden.dtype)
+                if d is not None:
+                    new = new + d
+                if mask is not True:
+                    new = torch.where(mask, new, hidden)
                 return _replace_hidden(out, new)
 
             handles.append(arch.layers[layer].register_forward_hook(hook))
         yield
+
+
+@contextmanager
+def add_vectors(model, vectors: Mapping[int, VectorSpec], alpha: float = 1.0,
+                positions: Positions = "all") -> Iterator[None]:
+    """Add ``alpha * vectors[l]`` to the residual stream after block ``l`` at the chosen positions
+    (a list of vectors at a block is added as their sum, taken in float64)."""
+    with _edit_residual(_arch(model), {}, vectors, positions, alpha):
+        yield
+
+
+@contextmanager
+def ablate_vectors(model, directions: Mapping[int, VectorSpec], add: Mapping[int, VectorSpec] | None = None,
+                   alpha: float = 1.0, positions: Positions = "all") -> Iterator[None]:
+    """Directional ablation: after block ``l``, remove the residual's projection on ``directions[l]``
+    (on the span of a list of them) at the chosen positions; then add ``alpha * add[l]`` where given."""
+    with _edit_residual(_arch(model), directions, add or {}, positions, alpha):
+        yield
+
+
+def apply_operator(model, operator: str, directions: Mapping[int, VectorSpec], added: Mapping[int, VectorSpec],
+                   positions: Positions = "all"):
+    """The context manager of ``operator``: ``add`` adds ``added``; ``ablate`` removes the projection on
+    ``directions``; ``ablate_add`` removes it and then adds ``added``."""
+    check_operator(operator)
+    if operator == "add":
+        return add_vectors(model, added, positions=positions)
+    return ablate_vectors(model, directions, added if operator == "ablate_add" else None, positions=positions)
 
 
 @contextmanager

@@ -44,6 +44,18 @@ class RunDir:
     figures = property(lambda self: self.root / "figures")
     evals = property(lambda self: self.root / "evals")
 
+    monitor_dir = property(lambda self: self.root / "monitor")
+
+    def monitor_file(self, file: str) -> Path:
+        """``monitor/<file>`` (a bare file name): the default outputs of ``valuemech monitor``."""
+        if not file or "/" in file or "\\" in file or file.startswith("."):
+            raise ValuemechError(f"not a file name under {self.monitor_dir}: {file!r}")
+        return self.monitor_dir / file
+
+    def monitor_stats(self, layer: int) -> Path:
+        """``monitor/stats-block<l>.json``: the run's response statistics of the monitor's projections at block l."""
+        return self.monitor_dir / f"stats-block{int(layer)}.json"
+
     def eval_path(self, file: str) -> Path:
         """``evals/<file>`` (``file`` a bare name such as ``pvq.json``; ``.json`` added when missing)."""
         if not file or "/" in file or "\\" in file or file.startswith("."):
@@ -186,7 +198,7 @@ def open_run(root: Path | str, cfg: RunConfig | None = None,
     """
     run = RunDir(Path(root))
     if run.config.exists():
-        for d in (run.root, run.evals):  # temp files of writers killed mid-write
+        for d in (run.root, run.evals, run.monitor_dir):  # temp files of writers killed mid-write
             if d.is_dir():
                 sweep_orphan_temps(d)
         stored = load_config(run.config)

@@ -7,10 +7,12 @@ scripts), ``GET /health``. Extensions to the chat request:
 - ``guided_choice: ["yes", "no"]`` (as in vLLM): the answer is the choice with the highest total
   log-probability after the prompt (one forward pass, no sampling);
 - ``steering: {"vector": "shared.power", "layer": 15, "alpha": 4.0, "relative": false,
-  "positions": "all"}``: adds ``alpha * vector[layer]`` (or ``alpha * R_l * unit(vector)`` when
-  ``relative``) for this request only; vectors come from the run directory given at start-up
-  (``vectors.safetensors`` names like ``intrinsic.power``, ``components.safetensors`` names like
-  ``shared.power`` or ``mean_delta``);
+  "positions": "all", "operator": "add"}``: adds ``alpha * vector[layer]`` (or ``alpha * R_l *
+  unit(vector)`` when ``relative``) for this request only; vectors come from the run directory given
+  at start-up (``vectors.safetensors`` names like ``intrinsic.power``, ``components.safetensors``
+  names like ``shared.power`` or ``mean_delta``). ``vector`` may be a list, applied together (added
+  as the sum, ablated as the span); ``operator`` ``ablate`` removes the residual's projection on the
+  direction at every position (no ``alpha`` needed), ``ablate_add`` removes it and then adds;
 - ``steering: {"neurons": "prompted.power", "beta": 3.0}``: multiplies the activations of one class
   (``shared`` / ``intrinsic`` / ``prompted``) of a value's neurons from the run's ``neurons.json``.
 
@@ -25,7 +27,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal, Optional, Union
 
 import torch
 from fastapi import FastAPI, HTTPException, Request
@@ -51,11 +53,12 @@ class Message(BaseModel):
 class Steering(BaseModel):
     """Either a vector (``vector``, ``layer``, ``alpha``) or a neuron class (``neurons``, ``beta``)."""
 
-    vector: Optional[str] = None
+    vector: Optional[Union[str, list[str]]] = None  # a list is applied together
     layer: Optional[int] = None
     alpha: Optional[float] = Field(None, allow_inf_nan=False)  # NaN/inf would poison every activation
     relative: bool = False
     positions: Literal["all", "prompt", "generated"] = "all"
+    operator: Literal["add", "ablate", "ablate_add"] = "add"
     neurons: Optional[str] = None  # "<class>.<value>", class shared | intrinsic | prompted (neurons.json)
     beta: Optional[float] = Field(None, allow_inf_nan=False)
 
@@ -63,8 +66,10 @@ class Steering(BaseModel):
     def _one_kind(self) -> "Steering":
         if (self.vector is None) == (self.neurons is None):
             raise ValueError("steering needs exactly one of 'vector' (with layer, alpha) or 'neurons' (with beta)")
-        if self.vector is not None and (self.layer is None or self.alpha is None):
-            raise ValueError("steering with a vector needs 'layer' and 'alpha'")
+        if self.vector is not None and (self.layer is None or (self.alpha is None and self.operator != "ablate")):
+            raise ValueError("steering with a vector needs 'layer' and 'alpha' ('alpha' may be left out for ablate)")
+        if isinstance(self.vector, list) and not 1 <= len(self.vector) <= 32:
+            raise ValueError("a list of steering vectors needs 1 to 32 names")
         if self.neurons is not None and self.beta is None:
             raise ValueError("steering with 'neurons' needs 'beta'")
         return self
@@ -106,7 +111,8 @@ class VectorStore:
         if s is None:
             return nullcontext()
         if s.neurons is None:
-            return hooks.add_vectors(lm, self.resolve(s, lm), positions=s.positions)
+            directions, added = self.resolve(s, lm)
+            return hooks.apply_operator(lm, s.operator, directions, added, positions=s.positions)
         cls, _, value = s.neurons.partition(".")
         if self.neurons is None:
             raise HTTPException(400, "neuron steering needs neurons.json (start the server with --run DIR of a run "
@@ -116,21 +122,29 @@ class VectorStore:
                                      f"with a value of neurons.json ({', '.join(self.neurons.get('per_value', {}))})")
         return scale_neuron_class(lm, self.neurons, value, cls, s.beta)
 
-    def resolve(self, s: Steering, lm: LoadedModel) -> dict[int, torch.Tensor]:
+    def resolve(self, s: Steering, lm: LoadedModel) -> tuple[dict[int, list[torch.Tensor]], dict[int, list[torch.Tensor]]]:
+        """The request's directions (for ablation) and scaled vectors (to add), ``{layer: [v, ...]}``."""
         from valuemech.steering import scaled
 
-        if s.vector not in self.vectors:
-            known = ", ".join(sorted(self.vectors)[:8]) or "none (start the server with --run DIR)"
-            raise HTTPException(400, f"unknown steering vector {s.vector!r}; available: {known}")
+        names = [s.vector] if isinstance(s.vector, str) else list(s.vector)
+        for name in names:
+            if name not in self.vectors:
+                known = ", ".join(sorted(self.vectors)[:8]) or "none (start the server with --run DIR)"
+                raise HTTPException(400, f"unknown steering vector {name!r}; available: {known}")
         if not -lm.n_layers <= s.layer < lm.n_layers:
             raise HTTPException(400, f"steering layer {s.layer} out of range 0..{lm.n_layers - 1}")
         layer = s.layer % lm.n_layers
+        rows = [self.vectors[n][layer] for n in names]
+        if s.operator != "add" and all(float(r.norm()) == 0 for r in rows):
+            raise HTTPException(400, f"cannot ablate a zero vector at layer {layer}")
+        if s.operator == "ablate":
+            return {layer: rows}, {}
         norm = None
         if s.relative:
             if self.source.vectors.residual_norm is None:
                 raise HTTPException(400, "relative steering needs residual norms (vectors.safetensors)")
             norm = self.source.residual_norm(layer)
-        return {layer: scaled(self.vectors[s.vector][layer], s.alpha, s.relative, norm)}
+        return {layer: rows}, {layer: [scaled(r, s.alpha, s.relative, norm) for r in rows]}
 
 
 def _prompt_ids(lm: LoadedModel, messages: list[Message]) -> list[int]:

@@ -20,10 +20,11 @@ import torch
 from valuemech.config import GenerationConfig
 from valuemech.errors import ValuemechError
 from valuemech.generate import sample_batch, stable_seed
+from valuemech.hooks import check_operator
 from valuemech.models.loading import LoadedModel
 from valuemech.neurons import NEURON_CLASSES
 from valuemech.rundir import RunDir
-from valuemech.steering import COMPONENTS, SteeringSource, scale_neuron_class, steer
+from valuemech.steering import COMPONENTS, FILE, VALUE_AGNOSTIC, SteeringSource, scale_neuron_class, steer
 
 Condition = Callable[[str | None], ContextManager]
 T = TypeVar("T")
@@ -39,6 +40,10 @@ def opt(default=None, help: str = "", flag: str | None = None, factory=None):
     return field(default=default, metadata=meta)
 
 
+OPERATOR_HELP = ("How each component acts: add | ablate (remove the residual's projection on its direction at "
+                 "every position) | ablate_add (remove it, then add).")
+
+
 @dataclass
 class EvalOptions:
     """Settings every evaluation understands (each uses the ones that apply to it)."""
@@ -48,6 +53,10 @@ class EvalOptions:
     alpha: float | None = opt(help="Relative α (default: evals/sweep.json, else 0.2).")
     alphas: list[float] = opt(factory=lambda: [0.05, 0.1, 0.2], help="Relative α grid (instruct, jailbreak).")
     values: list[str] | None = opt(help="Target values (comma list; default all).")
+    operator: str = opt("add", help=OPERATOR_HELP)
+    vector_file: str | None = opt(help="A control-vector file (GGUF from `valuemech export`, llama.cpp or repeng; "
+                                       "safetensors; steering-vectors): adds the row 'file', steered at its own "
+                                       "blocks (or --layer).")
     beta: float = opt(0.0, help="Neuron-class scaling β (0: no neuron rows).")
     control: bool = opt(True, help="Add the same-norm random-direction control.")
     limit: int | None = opt(help="Use only the first N items / queries.")
@@ -64,6 +73,9 @@ class EvalOptions:
     batch_size: int = opt(16, help="Prompts per batch.")
     n_boot: int = opt(1000, help="Bootstrap resamples of the 95% intervals.")
     progress: bool = opt(True, help="Progress bars.")
+
+    def check(self) -> None:
+        check_operator(self.operator)
 
 
 def bootstrap_mean(xs, n_boot: int = 1000, seed: int = 0) -> list[float]:
@@ -105,11 +117,18 @@ def layer_alpha(lm: LoadedModel, opts: EvalOptions, component: str, chosen: dict
 
 
 def check_components(components: list[str], allow_mean_delta: bool = True) -> list[str]:
-    bad = [c for c in components if c not in COMPONENTS or (c == "mean_delta" and not allow_mean_delta)]
+    bad = [c for c in components if (c not in COMPONENTS and c != FILE) or (c == "mean_delta" and not allow_mean_delta)]
     if bad:
         raise ValuemechError(f"unknown component {bad[0]!r} here; choose from "
                              f"{', '.join(c for c in COMPONENTS if allow_mean_delta or c != 'mean_delta')}")
     return components
+
+
+def refuse_vector_file(opts, name: str) -> None:
+    """For the evaluations whose rows are fixed (an α grid of named components): a file is not one of them."""
+    if getattr(opts, "vector_file", None):
+        raise ValuemechError(f"{name} does not take --vector-file (its rows are fixed components over an α grid); "
+                             "evaluate a file with value_portrait, dilemmas, freeform or diversity")
 
 
 def build_conditions(lm: LoadedModel, source: SteeringSource, opts: EvalOptions, run: RunDir | None = None,
@@ -121,12 +140,20 @@ def build_conditions(lm: LoadedModel, source: SteeringSource, opts: EvalOptions,
     (else of the first component): the noise floor every other row is read against.
     """
     chosen = chosen_settings(run)
+    op = check_operator(getattr(opts, "operator", "add"))
+    marked = {} if op == "add" else {"operator": op}  # settings of plain additive steering stay as they were
     conditions: dict[str, Condition] = {}
     settings: dict[str, dict] = {}
-    for c in check_components(opts.components):
+    components = list(opts.components)
+    if getattr(opts, "vector_file", None):
+        source = source.with_file(opts.vector_file, lm)
+        components += [] if FILE in components else [FILE]
+    for c in check_components(components):
         layer, alpha = layer_alpha(lm, opts, c, chosen)
-        settings[c] = {"layer": layer, "alpha": alpha, "relative": True}
-        conditions[c] = (lambda v, c=c, layer=layer, alpha=alpha: steer(lm, source, c, v, layer, alpha))
+        if c == FILE and opts.layer is None:  # the file's own blocks
+            layer = source.file.blocks[0] if len(source.file.blocks) == 1 else source.file.blocks
+        settings[c] = {"layer": layer, "alpha": alpha, "relative": True, **marked}
+        conditions[c] = (lambda v, c=c, layer=layer, alpha=alpha: steer(lm, source, c, v, layer, alpha, operator=op))
     if opts.beta and neurons is not None:
         for cls in NEURON_CLASSES:
             conditions[f"neurons:{cls}"] = (lambda v, cls=cls: scale_neuron_class(lm, neurons, v, cls, opts.beta))
@@ -135,11 +162,11 @@ def build_conditions(lm: LoadedModel, source: SteeringSource, opts: EvalOptions,
         ref_name = "prompted" if "prompted" in settings else next(iter(settings))
         ref = settings[ref_name]
         if "layer" in ref:
-            comp = "mean_delta" if ref_name == "mean_delta" else "shared"
+            comp = ref_name if ref_name in VALUE_AGNOSTIC else "shared"
             conditions[control_name] = (lambda v, comp=comp, ref=ref: steer(
-                lm, source, comp, v, ref["layer"], ref["alpha"], control_seed=0))
+                lm, source, comp, v, ref["layer"], ref["alpha"], control_seed=0, operator=op))
             settings[control_name] = {"layer": ref["layer"], "alpha": ref["alpha"], "relative": True,
-                                      "direction": f"random, norm of {comp}"}
+                                      **marked, "direction": f"random, norm of {comp}"}
     return conditions, settings
 
 

@@ -249,6 +249,7 @@ def evaluate(lm: LoadedModel, source: SteeringSource, opts: EvalOptions, run: Ru
     ``control``, ``samples``, ``max_new_tokens``, ``temperature``, ``top_p``, ``seed``,
     ``batch_size``, ``n_boot``, ``progress``. ``neurons`` is unused.
     """
+    common.refuse_vector_file(opts, "instruct")
     prompts = load_prompts(opts.items) if opts.items else builtin_prompts()
     if opts.limit:
         prompts = prompts[: opts.limit]

@@ -37,7 +37,7 @@ from valuemech.errors import ValuemechError
 from valuemech.io import parse_json, parse_jsonl, read_text
 from valuemech.judges.llm import YesNoEndpoint
 from valuemech.evals.common import (EvalOptions, baseline, check_components, chosen_settings, generate_texts,
-                                    layer_alpha, over_alphas, summarise)
+                                    layer_alpha, over_alphas, refuse_vector_file, summarise)
 from valuemech.models.loading import LoadedModel
 from valuemech.plots import alpha_curve, curve_rows
 from valuemech.rundir import RunDir
@@ -257,12 +257,13 @@ def plan_conditions(lm: LoadedModel, source: SteeringSource, opts: EvalOptions, 
         for c in components:
             for v in ([None] if c == "mean_delta" else values):
                 name = c if v is None else f"{c}:{v}"
-                rows[name] = Row("", c, v, layers[c], a, lambda c=c, v=v: steer(lm, source, c, v, layers[c], a))
+                rows[name] = Row("", c, v, layers[c], a, lambda c=c, v=v: steer(lm, source, c, v, layers[c], a,
+                                                                               operator=opts.operator))
         if opts.control:
             for layer in control_layers:
                 name = "random" if len(control_layers) == 1 else f"random:L{layer}"
                 rows[name] = Row("", "random", None, layer, a, lambda layer=layer: steer(
-                    lm, source, components[0], values[0], layer, a, control_seed=0))
+                    lm, source, components[0], values[0], layer, a, control_seed=0, operator=opts.operator))
         return rows
 
     grid = over_alphas(list(opts.alphas), at)
@@ -350,6 +351,7 @@ def evaluate(lm: LoadedModel, source: SteeringSource, opts: EvalOptions, run: Ru
     ASR is the mean over requests, with a 95% bootstrap interval over requests; the change vs.
     baseline is paired per request.
     """
+    refuse_vector_file(opts, "jailbreak")
     column = column or opts.column
     if column and not opts.items:
         raise ValuemechError(f"a request column ({column!r}) needs a dataset file (items)")
@@ -378,6 +380,7 @@ def evaluate(lm: LoadedModel, source: SteeringSource, opts: EvalOptions, run: Ru
         },
         "components": list(components),
         "alphas": [float(a) for a in opts.alphas],
+        "operator": opts.operator,
         "conditions": {row.name: row.settings() for row in rows},
         "guard": {"sweep": str(run.eval_path("sweep.json")) if sweep else None,
                   "sweep_probe_value": (sweep or {}).get("probe_value"), "computed": compute.settings(),

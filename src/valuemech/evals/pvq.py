@@ -29,7 +29,9 @@ import torch
 import numpy as np
 
 from valuemech.errors import ValuemechError
-from valuemech.evals.common import PER_VALUE_DEFAULT, bootstrap_mean, build_conditions, grid_conditions, opt
+from valuemech.evals.common import (OPERATOR_HELP, PER_VALUE_DEFAULT, bootstrap_mean, build_conditions,
+                                    grid_conditions, opt)
+from valuemech.hooks import check_operator
 from valuemech.io import parse_json, read_text
 from valuemech.models.loading import LoadedModel
 from valuemech.plots import alpha_curve, curve_rows, plt, save
@@ -394,6 +396,7 @@ class Options:
     layer: int | None = opt(help="Block (default: from evals/sweep.json, else the middle block).")
     alpha: float | None = opt(help="Relative α for every component (default: from evals/sweep.json).")
     beta: float = opt(3.0, help="Neuron-class scaling factor (0 skips neuron rows).")
+    operator: str = opt("add", help=OPERATOR_HELP)
     control: bool = opt(True, help="Add a same-norm random-direction control row.")
     format: str = opt("likert", help="likert | forced (forced choice, for degenerate raters).")
     alpha_grid: list[float] | None = opt(flag="--alphas", help="α grid: one row per component and α (gain vs. α, the "
@@ -406,6 +409,7 @@ class Options:
     progress: bool = opt(True, help="Progress bars.")
 
     def check(self) -> None:
+        check_operator(self.operator)
         if self.format not in FORMATS:
             raise ValuemechError(f"--format must be likert or forced, not {self.format!r}")
         if self.out is not None and ("/" in self.out or "\\" in self.out or not self.out.endswith(".json")):

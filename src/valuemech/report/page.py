@@ -205,12 +205,13 @@ def build_report(run_root: Path | RunDir, n_boot: int = 1000) -> Path:
                  _md(tables.paper_ranking_md(nj)), "</details><details><summary>counts per block</summary>",
                  _md(tables.neurons_md(nj)), "</details>"]
     body += _evaluation_sections(run, figs)
-    page = _page("valuemech report", "\n".join(b for b in body if b))
+    page = html_page("valuemech report", "\n".join(b for b in body if b))
     atomic_write_text(run.report_html, page)
     return run.report_html
 
 
-def _page(title: str, body: str) -> str:
+def html_page(title: str, body: str) -> str:
+    """A self-contained page: the report's CSS, the error hook first in <head>, the load probe last."""
     return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{CSS}</style>{PAGE_ERROR_HOOK_JS}</head><body>{body}{PAGE_PROBE_JS}</body></html>")
 
@@ -238,5 +239,5 @@ def build_compare(run_roots: list[Path], out: Path, n_boot: int = 1000) -> Path:
             + "".join(rows) + "</table><p class='small'>Each cell: effect [95% bootstrap CI] (n), verdict. "
             "Per-run details: each run's report.html.</p>")
     out = Path(out)
-    atomic_write_text(out, _page("valuemech compare", body))
+    atomic_write_text(out, html_page("valuemech compare", body))
     return out
