@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
 
+from valuemech.config import AT_LEAST_1, HTTP_URL, POSITIVE, Range
 from valuemech.errors import ValuemechError
 from valuemech.judges.base import JudgeResult
 from valuemech.openai_client import ChatClient, RequestFailed
@@ -92,6 +93,8 @@ class YesNoEndpoint:
     """
 
     WHO, KIND = "yes/no endpoint", "yes-no"
+    OPTIONS = {"base_url": HTTP_URL, "concurrency": Range(1, 1024), "timeout": POSITIVE, "retries": Range(0, 100),
+               "backoff": Range(0, 60), "max_tokens": AT_LEAST_1}
 
     def __init__(self, base_url: str = "https://api.openai.com/v1", model: str = "gpt-4o-mini",
                  api_key_env: str | None = "OPENAI_API_KEY", concurrency: int = 4,
