@@ -52,6 +52,9 @@ RUN_ARGS = [
      "generation endpoint: environment variable VM_TEST_UNSET_KEY is not set"),
     ("query file", ["--queries", "/nonexistent/queries.jsonl"], "/nonexistent/queries.jsonl"),
     ("unknown evaluation", ["--evals", "sweep,bogus"], "unknown evaluation 'bogus'"),
+    ("unknown stage", ["--stages", "generate,bogus"], "unknown stage 'bogus'"),
+    ("more queries than the pool", ["--n-queries", "100000"],
+     "data.n_queries is 100000, but builtin holds 344 queries (give --n-queries 344 or fewer)"),
     ("dtype", ["--dtype", "float8"], "model.dtype must be one of float32"),
     ("device", ["--device", "gpu"], "model.device must be cpu, cuda, cuda:N, mps or xpu, not 'gpu'"),
 ]
@@ -117,6 +120,8 @@ EVAL_ARGS = [
     ("jailbreak judge", ["jailbreak", "--judge", "gpt"], "jailbreak judges: the refusal matcher (always) and 'llm'"),
     ("component", ["diversity", "--components", "sideways"], "unknown component 'sideways'"),
     ("sweep scoring", ["sweep", "--mc-scoring", "vibes"], "--mc-scoring must be one of cloze"),
+    ("sweep block", ["sweep", "--layers", "0,9"], "(--layers) (blocks out of range: this model has 0..1) must be in [-2, 1]"),
+    ("pvq block", ["pvq", "--layer", "-3"], "(--layer) (blocks out of range: this model has 0..1) must be in [-2, 1], not -3"),
 ]
 
 

@@ -125,6 +125,14 @@ def test_a_finished_run_on_a_read_only_file_system(smoke_dir, tmp_path, tmpfs):
     assert tree_hashes(root) == before
 
 
+def test_the_llm_judge_answer_cache_on_a_read_only_file_system(tmpfs):
+    from valuemech.judges.llm import LLMJudge
+
+    ro = tmpfs("1m", readonly=True)
+    with pytest.raises(ValuemechError, match=f"^{ro / 'cache.sqlite'}: cannot open the answer cache "):
+        LLMJudge(base_url="http://127.0.0.1:9/v1", api_key_env=None, cache=str(ro / "cache.sqlite"))
+
+
 def test_generate_on_a_full_file_system_leaves_whole_lines_and_resumes_exactly(smoke_dir, tmpfs):
     fs = tmpfs("64k")  # room for the config and a few batches of responses, not for all 48
     root = fs / "run"

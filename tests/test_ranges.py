@@ -38,6 +38,8 @@ CLI_CASES = [
      "'--max-tokens': must be at least 1, not -5"),
     ("steer max tokens 1.5", ["steer", "hi", "--run", RUN, "--value", "power", "--alpha", "1", "--max-tokens", "1.5"],
      "'--max-tokens': '1.5' is not an integer"),
+    ("steer layer", ["steer", "hi", "--run", RUN, "--value", "power", "--alpha", "1", "--layer", "7"],
+     "--layer (blocks out of range: this model has 0..1) must be in [-2, 1], not 7"),
     ("steer seed", ["steer", "hi", "--run", RUN, "--value", "power", "--alpha", "1", "--seed", "-1"],
      "'--seed': must be in [0, 9223372036854775807], not -1"),
     ("report n-boot", ["report", RUN, "--n-boot", "0"], "'--n-boot': must be in [1, 1000000], not 0"),

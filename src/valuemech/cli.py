@@ -75,13 +75,17 @@ def _log(message: str) -> None:
     err.print(message, highlight=False, markup=False)
 
 
-def _run_model_source(run_dir: Path, model: bool = True):
-    """Open a run, load its model (unless ``model`` is false), and its vectors/components checked against it."""
+def _run_model_source(run_dir: Path, model: bool = True, layers: Any = None):
+    """Open a run, check the blocks ``layers`` names (an int, a list, or options with ``layer`` / ``layers``)
+    against its vectors, then load its model (unless ``model`` is false), and its vectors/components
+    checked against it."""
+    from valuemech.evals.registry import check_layers
     from valuemech.models.loading import load_model
     from valuemech.pipeline import open_run
     from valuemech.steering import SteeringSource
 
     rd, cfg = open_run(run_dir)
+    check_layers(layers, SteeringSource.from_run(rd).n_layers)  # before the model loads
     lm = load_model(cfg.model) if model else None
     return rd, cfg, lm, SteeringSource.from_run(rd, lm)
 
@@ -236,8 +240,8 @@ def run(
     else:
         cfg = make_config(preset, ov)
     out = out or _default_out(cfg.preset, cfg.model.name)
-    run_dir, cfg = open_run(out, cfg)
     chosen = STAGES if stages == "all" else tuple(stage_spec(s.strip()).name for s in stages.split(",") if s.strip())
+    run_dir, cfg = open_run(out, cfg)
     pipe = Pipeline(run_dir, cfg, progress=not quiet, log=_log)
     pipe.run_all(chosen)
     _print_summary(run_dir.root)
@@ -463,7 +467,7 @@ def steer(prompt: str = typer.Argument(..., help="The user message."),
     from valuemech.values import canonical_value
 
     value = canonical_value(value)
-    _, _, lm, source = _run_model_source(run_dir)
+    _, _, lm, source = _run_model_source(run_dir, layers=layer)
     source.component(component, value)  # validate before any generation
     layer = lm.n_layers // 2 if layer is None else lm.arch.check_layer(layer)
     answers = {"baseline": chat_once(lm, prompt, system, max_tokens)}
@@ -551,7 +555,7 @@ def _eval_command(ev) -> None:
         if "progress" in fields:
             raw["progress"] = not quiet
         opts = checked_options(raw, ev.name)  # checked before the model loads
-        rd, _, lm, source = _run_model_source(kwargs["run_dir"], model=ev.needs_model(opts))
+        rd, _, lm, source = _run_model_source(kwargs["run_dir"], model=ev.needs_model(opts), layers=opts)
         result = run_eval(ev.name, lm, source, opts, rd)
         console.print(summary(ev.name, result), markup=False, highlight=False)
         console.print(f"written: {rd.eval_path(ev.output(opts, result))}")

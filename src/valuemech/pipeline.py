@@ -43,7 +43,10 @@ def preflight(cfg: RunConfig) -> None:
     check_judge(cfg.judge.name, cfg.judge.options)
     if cfg.generation.backend == "endpoint":
         check_key_env(endpoint_settings(cfg.generation.endpoint).api_key_env, "generation endpoint")
-    select_queries(cfg.data.queries, cfg.data.n_queries, cfg.seed, cfg.data.text_field)
+    pool = select_queries(cfg.data.queries, None, cfg.seed, cfg.data.text_field)
+    if cfg.data.n_queries is not None and cfg.data.n_queries > len(pool):
+        raise ValuemechError(f"config key data.n_queries is {cfg.data.n_queries}, but {cfg.data.queries} holds "
+                             f"{len(pool)} queries (give --n-queries {len(pool)} or fewer)")
     load_templates(cfg.data.templates, cfg.generation.values)
     registry.check_config(cfg.evaluate)
 

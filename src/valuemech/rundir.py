@@ -6,7 +6,7 @@ else builds a path inside a run. Readers check the shape their callers rely on a
 one-line error naming the file and the stage to rerun.
 
 Every derived artifact records the fingerprints of the artifacts it was computed from
-(:data:`LINEAGE`: ``inputs`` in its metadata, or in ``settings`` of an evaluation's result), and its
+(:data:`LINEAGE`: ``inputs`` in its safetensors metadata or at the top of its JSON), and its
 reader refuses it when they no longer match the files beside it (:meth:`RunDir.check_fresh`): a
 stage never computes on an artifact that its upstream has since changed.
 """
@@ -227,8 +227,7 @@ class RunDir:
                 raise ValuemechError(f"{path}: not a readable safetensors file; rerun the {stage} stage") from None
         else:
             data = load_json(path)
-            holder = (data.get("settings") if path.parent == self.evals else data) if isinstance(data, dict) else None
-            rec = holder.get("inputs") if isinstance(holder, dict) else None
+            rec = data.get("inputs") if isinstance(data, dict) else None
         if rec is not None and not (isinstance(rec, dict) and all(isinstance(v, str) for v in rec.values())):
             raise ValuemechError(f"{path}: its record of inputs is damaged; rerun the {stage} stage")
         return rec

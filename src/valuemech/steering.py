@@ -48,6 +48,11 @@ class SteeringSource:
             check_artifact_model(comps.metadata, lm, str(run.components))
         return cls(vv, comps)
 
+    @property
+    def n_layers(self) -> int:
+        """The blocks of the model the vectors come from (their metadata)."""
+        return int(self.vectors.metadata["n_layers"])
+
     def component(self, component: str, value: str | None = None) -> torch.Tensor:
         """``[n_layers, hidden]`` float64 tensor of a component (``value`` ignored for mean_delta)."""
         if component not in COMPONENTS:

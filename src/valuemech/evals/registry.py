@@ -39,7 +39,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Protocol
 
-from valuemech.config import EvaluateConfig, check_fields, matches_type
+from valuemech.config import EvaluateConfig, Range, check_fields, check_value, matches_type
 from valuemech.errors import ValuemechError
 
 
@@ -174,6 +174,18 @@ def checked_options(raw: dict | None, name: str) -> Any:
     return opts
 
 
+def check_layers(layers: Any, n_layers: int) -> None:
+    """Blocks named by ``layers`` (an int, a list of them, or options whose ``layer`` / ``layers`` fields
+    name them) lie in ``-n_layers..n_layers - 1``: checked against a run's vectors before a model loads."""
+    rule = Range(-n_layers, n_layers - 1)
+    if dataclasses.is_dataclass(layers):
+        for f in dataclasses.fields(layers):
+            if f.name in ("layer", "layers"):
+                check_value(rule, option_label(f) + f" (blocks out of range: this model has 0..{n_layers - 1})", getattr(layers, f.name))
+    elif layers is not None:
+        check_value(rule, f"--layer (blocks out of range: this model has 0..{n_layers - 1})", layers)
+
+
 def options_for(name: str, evaluate: EvaluateConfig) -> Any:
     """Options of ``name`` from the config: the shared ``evaluate.options`` (keys it has), then its own."""
     return make_options({**_shared_for(name, evaluate.options), **evaluate.per_eval.get(name, {})}, name)
@@ -223,7 +235,7 @@ def run_eval(name: str, lm, source, opts: Any, run=None) -> dict:
     result["settings"]["model_id"] = lm.model_id if lm is not None else source.vectors.metadata.get("model_id")
     result["settings"]["seconds"] = round(time.perf_counter() - t0, 1)
     if inputs is not None:
-        result["settings"]["inputs"] = inputs  # the components it steered with (rundir.LINEAGE)
+        result["inputs"] = inputs  # the components it steered with (rundir.LINEAGE)
     if run is not None:
         run.write_eval(ev.output(opts, result), result)
     return result
