@@ -77,3 +77,64 @@ class ServerThread:
     def __exit__(self, *exc):
         self.server.should_exit = True
         self.thread.join(timeout=10)
+
+
+# --------------------------------------------------------------------------------------------------
+# The CLI as a user meets it: one-line errors, run directories compared by file hashes
+# --------------------------------------------------------------------------------------------------
+
+def cli(*args):
+    """``valuemech ARGS`` in-process (stdout and stderr kept apart)."""
+    from typer.testing import CliRunner
+
+    from valuemech.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def assert_cli_error(result, *needles: str, logged: bool = False) -> None:
+    """Exit 2, no traceback, and stderr is one line ``error: ...`` holding every needle (``logged``: a
+    fault met after work began, so stage progress lines come before that one error line, the last)."""
+    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
+    lines = result.stderr.strip().splitlines()
+    assert "Traceback" not in result.output, result.output
+    assert lines and lines[-1].startswith("error:"), lines
+    assert [line for line in lines if line.startswith("error:")] == lines[-1:], lines
+    assert logged or len(lines) == 1, lines
+    for n in needles:
+        assert n in lines[-1], lines[-1]
+
+
+def tree_hashes(root) -> dict[str, str]:
+    """sha256 of every file under ``root`` (relative path -> digest): equal before and after means nothing
+    was written, changed, left partial or removed."""
+    import hashlib
+    from pathlib import Path
+
+    root = Path(root)
+    if not root.exists():
+        return {}
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="session")
+def smoke_dir(tmp_path_factory):
+    """A finished smoke run (tiny model, random judge, no evaluations): copy it before changing anything."""
+    root = tmp_path_factory.mktemp("smoke-session") / "run"
+    result = cli("run", "--preset", "smoke", "--out", root, "--quiet", "--evals", "none")
+    assert result.exit_code == 0, result.output
+    return root
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Loading a model fails the test: what is checked before work must fail before the model loads."""
+    from valuemech import pipeline
+    from valuemech.models import loading
+
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("a model was loaded before the bad input was found")
+
+    monkeypatch.setattr(loading, "load_model", refuse)
+    monkeypatch.setattr(pipeline, "load_model", refuse)

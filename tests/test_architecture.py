@@ -13,8 +13,8 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "valuemech"
 
 #: Layers from the bottom up, as in ARCHITECTURE.md; a name is a module or a package (every module in it).
 LAYERS: list[tuple[str, ...]] = [
-    ("errors", "values", "plots"),
-    ("io", "config", "openai_client", "hardware"),
+    ("errors", "values"),
+    ("io", "config", "openai_client", "plots", "hardware"),
     ("data", "models"),
     ("batching", "hooks", "nltk_data"),
     ("artifacts", "scoring", "generate"),

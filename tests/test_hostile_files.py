@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from safetensors.torch import save as st_save
 from typer.testing import CliRunner
 
+from conftest import assert_cli_error
 from valuemech.cli import app
 from valuemech.config import load_config
 from valuemech.data import load_queries, load_templates, select_queries
@@ -553,15 +554,6 @@ def test_safetensors_shapes_and_metadata(smoke_run, tiny_llama, tmp_path, kind):
 # --------------------------------------------------------------------------------------------------
 # The CLI: exit 2, one "error:" line, no traceback, nothing written
 # --------------------------------------------------------------------------------------------------
-
-def assert_cli_error(result, *needles: str) -> None:
-    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
-    text = result.stderr.strip()
-    assert "Traceback" not in result.output and "Traceback" not in text, result.output
-    assert len(text.splitlines()) == 1 and text.startswith("error:"), text
-    for n in needles:
-        assert n in text, text
-
 
 def test_cli_run_with_hostile_inputs_writes_nothing(tmp_path):
     cases = {

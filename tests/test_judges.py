@@ -36,7 +36,7 @@ def test_random_judge_is_deterministic_and_unknown_judge_errors():
     assert a.expressed == j.score(["x", "y", ""], VALUES).expressed
     with pytest.raises(ValuemechError, match="unknown judge 'gpt'"):
         get_judge("gpt")
-    with pytest.raises(ValuemechError, match="bad options"):
+    with pytest.raises(ValuemechError, match="judge lexicon: unknown option 'threshold'"):
         get_judge("lexicon", {"threshold": 3})
 
 

@@ -14,11 +14,51 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperGroup
 
+from valuemech.config import AT_LEAST_1, FINITE, N_BOOT, SEED, Range
 from valuemech.errors import ValuemechError
 from valuemech.judges.names import JUDGES
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+
+class OneLineErrors(TyperGroup):
+    """The root command: a bad command line (an unknown flag, a value that does not parse or is out of
+    range) is one ``error:`` line (exit 2) like every other error, not a usage panel."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            code = rv if isinstance(rv, int) else 0
+        except typer.TyperException as exc:  # typer's own click: UsageError, BadParameter, ...
+            ctx = getattr(exc, "ctx", None)
+            if exc.__class__.__name__ != "NoArgsIsHelpError":  # (a bare group printed its help already)
+                hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+                _error(exc.format_message() + hint)
+            code = exc.exit_code
+        except typer.Abort:
+            _error("aborted")
+            code = 1
+        if not standalone_mode:
+            return code
+        sys.exit(code)
+
+
+def ranged(kind: type, rule: Range):
+    """A typer ``parser`` for a number option that must lie in ``rule`` (NaN and infinities never)."""
+    def parse(text) -> int | float:
+        try:
+            value = kind(text)
+        except (TypeError, ValueError):
+            raise typer.BadParameter(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        if not rule.holds(value):
+            raise typer.BadParameter(f"must be {rule}, not {text}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, cls=OneLineErrors,
                   help="Intrinsic vs. prompted value expression in chat LLMs: vectors, decomposition, steering.")
 models_app = typer.Typer(no_args_is_help=True, help="Embedded models: list and fetch.")
 app.add_typer(models_app, name="models")
@@ -35,27 +75,48 @@ def _log(message: str) -> None:
     err.print(message, highlight=False, markup=False)
 
 
-def _run_model_source(run_dir: Path, model: bool = True, ev=None):
-    """Open a run, load its model (unless ``model`` is false; in the settings evaluation ``ev`` runs under),
-    and its vectors/components checked against it."""
+def _run_model_source(run_dir: Path, model: bool = True, layers: Any = None, ev=None):
+    """Open a run, check the blocks ``layers`` names (an int, a list, or options with ``layer`` / ``layers``)
+    against its vectors, then load its model (unless ``model`` is false; in the settings evaluation ``ev``
+    runs under), and its vectors/components checked against it."""
+    from valuemech.evals.registry import check_layers
     from valuemech.models.loading import load_model
     from valuemech.pipeline import open_run
     from valuemech.steering import SteeringSource
 
     rd, cfg = open_run(run_dir)
+    check_layers(layers, SteeringSource.from_run(rd).n_layers)  # before the model loads
     lm = load_model(ev.model_config(cfg.model) if ev is not None else cfg.model) if model else None
     return rd, cfg, lm, SteeringSource.from_run(rd, lm)
 
 
+def _error(message: str) -> None:
+    """Print ``error: <message>`` on one line of stderr (progress bars still open print nothing more)."""
+    from tqdm import tqdm
+
+    live = list(getattr(tqdm, "_instances", ()))
+    for bar in live:
+        bar.disable = True  # its close() at exit would print the bar again, after the error
+    if live and err.is_terminal:
+        err.print()  # the error on a line of its own, not after the bar
+    err.print(f"[bold red]error:[/] {escape(' '.join(message.split()))}", markup=True, highlight=False, soft_wrap=True)
+
+
 def friendly(fn):
-    """Turn ValuemechError into a one-line error (exit 2) and Ctrl-C into a resume hint."""
+    """Turn ValuemechError, and an OSError no write helper caught (the path and the cause), into a
+    one-line error (exit 2), and Ctrl-C into a resume hint."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except ValuemechError as exc:
-            err.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, highlight=False, soft_wrap=True)
+            _error(str(exc))
+            raise typer.Exit(2) from None
+        except OSError as exc:
+            from valuemech.io import os_cause
+
+            _error(f"{exc.filename or 'a file'}: {os_cause(exc, exc.filename)}")
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err.print("interrupted; rerun the same command to resume")
@@ -120,6 +181,7 @@ DtypeOpt = typer.Option(None, help="auto (native bfloat16 where the hardware has
 DeviceOpt = typer.Option(None, help="cpu | cuda | cuda:N | mps.")
 DeviceMapOpt = typer.Option(None, "--device-map", help='e.g. "auto" for models larger than one GPU.')
 ThreadsOpt = typer.Option(None, help="torch CPU threads (default from the preset: 1).")
+NBootOpt = typer.Option(1000, "--n-boot", help="Bootstrap resamples of the 95% intervals.", parser=ranged(int, N_BOOT))
 TrustOpt = typer.Option(False, "--trust-remote-code", help="Allow code from the model repository to run.")
 LayersOpt = typer.Option(None, "--layers-path", help="Dotted path to the decoder block list (unknown archs).")
 MlpOpt = typer.Option(None, "--mlp-down-path", help="Dotted path of down_proj inside a block (unknown archs).")
@@ -178,8 +240,8 @@ def run(
     else:
         cfg = make_config(preset, ov)
     out = out or _default_out(cfg.preset, cfg.model.name)
-    run_dir, cfg = open_run(out, cfg, log=_log)
     chosen = STAGES if stages == "all" else tuple(stage_spec(s.strip()).name for s in stages.split(",") if s.strip())
+    run_dir, cfg = open_run(out, cfg, log=_log)
     pipe = Pipeline(run_dir, cfg, progress=not quiet, log=_log)
     pipe.run_all(chosen)
     _print_summary(run_dir.root)
@@ -294,7 +356,7 @@ OptionsOpt = typer.Option(None, "--options", help='Judge options as JSON, e.g. \
 @friendly
 def judges_evaluate(judge: str = JudgeOpt, options: Optional[str] = OptionsOpt,
                     split: str = typer.Option("test", help="test | calib | all."),
-                    n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples."),
+                    n_boot: int = NBootOpt,
                     out: Optional[Path] = typer.Option(None, help="Write the report as JSON here.")) -> None:
     """Per-value precision, recall, F1, ROC-AUC (bootstrap 95% CIs) on the labelled validation set."""
     import json
@@ -396,17 +458,19 @@ def steer(prompt: str = typer.Argument(..., help="The user message."),
                                                          "mean_delta and --vector-file)."),
           component: str = typer.Option("shared", help="intrinsic | prompted | intrinsic_orth | prompted_orth | "
                                                        "shared | intrinsic_unique | prompted_unique | mean_delta."),
-          alpha: float = typer.Option(..., help="Steering strength (relative to the residual norm unless --raw)."),
+          alpha: float = typer.Option(..., help="Steering strength (relative to the residual norm unless --raw).",
+                                      parser=ranged(float, FINITE)),
           layer: Optional[int] = typer.Option(None, help="Block to steer (default: the middle block; with "
-                                                         "--vector-file, every block of the file)."),
+                                                         "--vector-file, every block of the file; negative: from the end).",
+                                              parser=ranged(int, Range(-4096, 4095))),
           vector_file: Optional[Path] = typer.Option(None, "--vector-file", help="Steer with a control-vector file "
                                                      "(GGUF, safetensors, steering-vectors) instead of a component."),
           operator: str = typer.Option("add", "--operator", help="add | ablate (remove the projection on the "
                                                                  "direction) | ablate_add (remove it, then add)."),
           raw: bool = typer.Option(False, "--raw", help="alpha multiplies the vector as stored."),
           system: Optional[str] = typer.Option(None, help="A system prompt (default: the template's)."),
-          max_tokens: int = typer.Option(96, "--max-tokens", help="New tokens per answer."),
-          seed: int = typer.Option(0, help="Seed of the random-direction control.")) -> None:
+          max_tokens: int = typer.Option(96, "--max-tokens", help="New tokens per answer.", parser=ranged(int, AT_LEAST_1)),
+          seed: int = typer.Option(0, help="Seed of the random-direction control.", parser=ranged(int, SEED))) -> None:
     """Answer PROMPT unsteered, steered with a component, and with a same-norm random direction."""
     from valuemech.generate import chat as chat_once
     from valuemech.hooks import check_operator
@@ -420,7 +484,7 @@ def steer(prompt: str = typer.Argument(..., help="The user message."),
     else:
         values = parse_values(value)
     check_operator(operator)
-    _, _, lm, source = _run_model_source(run_dir)
+    _, _, lm, source = _run_model_source(run_dir, layers=layer)
     if vector_file is not None:
         source = source.with_file(vector_file, lm)
     for v in values:
@@ -619,7 +683,7 @@ def _eval_command(ev) -> None:
 
     @friendly
     def command(**kwargs) -> None:
-        from valuemech.evals.registry import make_options, run_eval, summary
+        from valuemech.evals.registry import checked_options, run_eval, summary
 
         quiet = kwargs.pop("quiet", False)
         raw = {k: _parse_option(fields[k], v) for k, v in kwargs.items() if k in fields and str(fields[k].type) != "bool"}
@@ -627,8 +691,8 @@ def _eval_command(ev) -> None:
         raw |= {k: v for k, v in kwargs.items() if k in fields and str(fields[k].type) == "bool" and k != "progress"}
         if "progress" in fields:
             raw["progress"] = not quiet
-        opts = make_options(raw, ev.name)  # checked before the model loads
-        rd, _, lm, source = _run_model_source(kwargs["run_dir"], model=ev.needs_model(opts), ev=ev)
+        opts = checked_options(raw, ev.name)  # checked before the model loads
+        rd, _, lm, source = _run_model_source(kwargs["run_dir"], model=ev.needs_model(opts), layers=opts, ev=ev)
         result = run_eval(ev.name, lm, source, opts, rd)
         console.print(summary(ev.name, result), markup=False, highlight=False)
         console.print(f"written: {rd.eval_path(ev.output(opts, result))}")
@@ -670,7 +734,7 @@ def eval_markdown(run_dir: Path = RunOpt) -> None:
 @friendly
 def report(run_dir: Path = typer.Argument(..., help="Run directory."),
            check: bool = typer.Option(False, help="Open the page in headless Chromium and check it renders."),
-           n_boot: int = typer.Option(1000, "--n-boot")) -> None:
+           n_boot: int = NBootOpt) -> None:
     """Write RUN/report.html and RUN/figures/*.png: the paper's figures, tables and findings for this run."""
     from valuemech.pipeline import open_run
     from valuemech.report.page import build_report
@@ -691,7 +755,7 @@ def report(run_dir: Path = typer.Argument(..., help="Run directory."),
 @friendly
 def compare(run_dirs: list[Path] = typer.Argument(..., help="Two or more run directories."),
             out: Path = typer.Option(Path("compare.html"), help="Where to write the page."),
-            n_boot: int = typer.Option(1000, "--n-boot")) -> None:
+            n_boot: int = NBootOpt) -> None:
     """Put the paper's headline findings of several runs (models) side by side in one page."""
     from valuemech.report.page import build_compare
 
@@ -704,13 +768,13 @@ def compare(run_dirs: list[Path] = typer.Argument(..., help="Two or more run dir
 @friendly
 def serve(model: str = typer.Option("smollm2-135m", "--model", help="Model to serve."),
           host: str = typer.Option("127.0.0.1", help="Bind address (loopback by default)."),
-          port: int = typer.Option(8000, help="Port."),
+          port: int = typer.Option(8000, help="Port.", parser=ranged(int, Range(1, 65535))),
           run_dir: Optional[Path] = typer.Option(None, "--run", help="Run directory whose vectors requests may steer with."),
           name: Optional[str] = typer.Option(None, help="Model id reported by /v1/models."),
           dtype: Optional[str] = DtypeOpt, device: Optional[str] = DeviceOpt,
           threads: Optional[int] = ThreadsOpt, trust_remote_code: bool = TrustOpt) -> None:
     """OpenAI-compatible server (/v1/chat/completions, /v1/models) with an optional per-request steering field."""
-    from valuemech.config import ModelConfig
+    from valuemech.config import ModelConfig, check_fields
     from valuemech.models.loading import load_model
     from valuemech.serve import serve as run_server
 
@@ -718,6 +782,11 @@ def serve(model: str = typer.Option("smollm2-135m", "--model", help="Model to se
     for key, val in (("dtype", dtype), ("device", device), ("threads", threads)):
         if val is not None:
             setattr(cfg, key, val)
+    check_fields(cfg, lambda f: f"--{f.name}")
+    if run_dir is not None:
+        from valuemech.rundir import RunDir
+
+        RunDir(run_dir).load_config()  # a run directory, before the model loads
     run_server(load_model(cfg), host=host, port=port, run_dir=run_dir, model_name=name)
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -13,15 +15,116 @@ from valuemech.errors import ValuemechError
 from valuemech.io import read_text
 
 
+@dataclass(frozen=True)
+class Range:
+    """The numbers a setting accepts: optional bounds (open or closed); NaN and infinities never."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def __str__(self) -> str:
+        lo, hi = (f"{x:g}" if isinstance(x, float) else x for x in (self.lo, self.hi))
+        if self.lo is not None and self.hi is not None:
+            return f"in {'(' if self.lo_open else '['}{lo}, {hi}{')' if self.hi_open else ']'}"
+        if self.lo is not None:
+            return f"{'greater than' if self.lo_open else 'at least'} {lo}"
+        if self.hi is not None:
+            return f"{'less than' if self.hi_open else 'at most'} {hi}"
+        return "a finite number"
+
+    def holds(self, value: float) -> bool:
+        if isinstance(value, float) and not math.isfinite(value):
+            return False
+        if self.lo is not None and (value < self.lo or (self.lo_open and value == self.lo)):
+            return False
+        return self.hi is None or not (value > self.hi or (self.hi_open and value == self.hi))
+
+    def check(self, where: str, value: Any) -> None:
+        """Raise a one-line error naming ``where`` unless ``value`` (a number; other types pass) is in range."""
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and not self.holds(value):
+            shown = value if isinstance(value, float) or abs(value) < 10 ** 30 else f"{str(value)[:12]}..."
+            raise ValuemechError(f"{where} must be {self}, not {shown}")
+
+
+@dataclass(frozen=True)
+class OneOf:
+    """The strings a setting accepts."""
+
+    choices: tuple[str, ...]
+
+    def check(self, where: str, value: Any) -> None:
+        if isinstance(value, str) and value not in self.choices:
+            raise ValuemechError(f"{where} must be one of {', '.join(self.choices)}, not {short(value)}")
+
+
+@dataclass(frozen=True)
+class Matches:
+    """Strings of a form (``what`` names it in the error)."""
+
+    pattern: str
+    what: str
+
+    def check(self, where: str, value: Any) -> None:
+        if isinstance(value, str) and not re.fullmatch(self.pattern, value):
+            raise ValuemechError(f"{where} must be {self.what}, not {short(value)}")
+
+
+#: A rule of what a setting accepts beyond its type (a field's ``metadata["allowed"]``, a judge's ``OPTIONS``).
+Allowed = Range | OneOf | Matches
+
+FINITE = Range()
+AT_LEAST_0 = Range(0)
+AT_LEAST_1 = Range(1)
+POSITIVE = Range(0, lo_open=True)
+PROBABILITY_MASS = Range(0, 1, lo_open=True)  # top_p: (0, 1]
+SEED = Range(0, 2 ** 63 - 1)  # what torch, numpy and random all accept
+N_BOOT = Range(1, 10 ** 6)  # bootstrap resamples (and permutations): each holds an array of the data's size
+DTYPES = OneOf(("float32", "fp32", "bfloat16", "bf16", "float16", "fp16", "auto"))
+DEVICE = Matches(r"cpu|mps|cuda(:\d+)?|xpu(:\d+)?", "cpu, cuda, cuda:N, mps or xpu")
+HTTP_URL = Matches(r"https?://[^/\s]+\S*", "an http:// or https:// URL")
+
+
+def bounded(default: Any, rule: Allowed) -> Any:
+    """A dataclass field whose values must satisfy ``rule`` (checked by :func:`check_fields`)."""
+    return field(default=default, metadata={"allowed": rule})
+
+
+def one_of(default: str, *choices: str) -> Any:
+    """A dataclass field that takes one of ``choices`` (checked by :func:`check_fields`)."""
+    return bounded(default, OneOf(choices))
+
+
+def check_value(rule: Allowed | None, where: str, value: Any) -> None:
+    """``value`` against ``rule``: a number, string, list (each item) or mapping (each value)."""
+    if rule is None:
+        return
+    for item in value.values() if isinstance(value, dict) else value if isinstance(value, list) else [value]:
+        rule.check(where, item)
+
+
+def default_rule(annotation: str) -> Allowed | None:
+    """The rule of a setting without one: floats are finite."""
+    return FINITE if "float" in annotation else None
+
+
+def check_fields(obj: Any, label: Callable[[dataclasses.Field], str]) -> None:
+    """Every field of dataclass ``obj`` against its ``metadata["allowed"]`` rule (floats: finite);
+    the error names ``label(field)``."""
+    for f in dataclasses.fields(obj):
+        check_value(f.metadata.get("allowed") or default_rule(str(f.type)), label(f), getattr(obj, f.name))
+
+
 @dataclass
 class ModelConfig:
     """Which model and how to load it."""
 
     name: str = "smollm2-135m"  # catalog name, "tiny-<family>", HF id or local directory
-    dtype: str = "auto"  # float32 | bfloat16 | float16 | auto (native bf16 where the hardware has it; valuemech.hardware)
-    device: str = "cpu"  # cpu | cuda | cuda:N | mps
+    dtype: str = bounded("auto", DTYPES)  # auto (native bf16 where the hardware has it; valuemech.hardware) | float32 | bfloat16 | float16
+    device: str = bounded("cpu", DEVICE)  # cpu | cuda | cuda:N | mps
     device_map: str | None = None  # e.g. "auto" for models larger than one GPU
-    threads: int | None = 1  # torch intra-op threads on CPU (None: torch's default)
+    threads: int | None = bounded(1, AT_LEAST_1)  # torch intra-op threads on CPU (None: torch's default)
     trust_remote_code: bool = False
     layers_path: str | None = None  # override: dotted path to the decoder block list
     mlp_down_path: str | None = None  # override: dotted path of down_proj inside a block
@@ -33,7 +136,7 @@ class DataConfig:
 
     queries: str = "builtin"  # "builtin" or a path (JSONL/CSV/ShareGPT/Value Portrait JSON)
     text_field: str | None = None  # field holding the query text (auto-detected if None)
-    n_queries: int | None = None  # subsample this many (seeded); None = all
+    n_queries: int | None = bounded(None, AT_LEAST_1)  # subsample this many (seeded); None = all
     templates: str = "builtin"  # "builtin" or a JSON file {value: [template, ...]}
 
 
@@ -41,24 +144,44 @@ class DataConfig:
 class GenerationConfig:
     """Response generation for both conditions."""
 
-    intrinsic_samples: int = 3  # samples per query without a value instruction
-    prompted_samples: int = 1  # samples per query (random mode) or per query x value (all mode)
-    prompted_mode: str = "random"  # "random": value drawn per (query, sample); "all": every value
+    intrinsic_samples: int = bounded(3, AT_LEAST_0)  # samples per query without a value instruction
+    prompted_samples: int = bounded(1, AT_LEAST_0)  # samples per query (random mode) or per query x value (all mode)
+    prompted_mode: str = one_of("random", "random", "all")  # "random": value drawn per (query, sample); "all": every value
     values: list[str] | str | None = None  # restrict prompted values (None = all 10; or a comma list)
-    max_new_tokens: int = 96
-    temperature: float = 0.7
-    top_p: float = 0.9
-    batch_size: int = 16
-    backend: str = "local"  # "local": in-process model; "endpoint": an OpenAI-compatible server
-    # endpoint settings: base_url, model, api_key_env (null: no key), timeout, retries, concurrency
+    max_new_tokens: int = bounded(96, AT_LEAST_1)
+    temperature: float = bounded(0.7, AT_LEAST_0)  # 0: greedy
+    top_p: float = bounded(0.9, PROBABILITY_MASS)
+    batch_size: int = bounded(16, AT_LEAST_1)
+    backend: str = one_of("local", "local", "endpoint")  # "local": in-process model; "endpoint": an OpenAI-compatible server
+    # endpoint settings (EndpointConfig): base_url, model, api_key_env (null: no key), timeout, retries, concurrency
     endpoint: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class EndpointConfig:
+    """``generation.endpoint``: the OpenAI-compatible server that generates when ``backend`` is ``endpoint``."""
+
+    base_url: str = bounded("", HTTP_URL)  # http(s)://host[:port]/v1
+    model: str = "default"  # the model name sent in each request
+    api_key_env: str | None = None  # environment variable holding the API key (null: no key)
+    timeout: float = bounded(120.0, POSITIVE)  # seconds per request
+    retries: int = bounded(3, Range(0, 100))
+    backoff: float = bounded(0.5, Range(0, 60))  # seconds before the first retry (doubling)
+    concurrency: int = bounded(8, Range(1, 1024))  # requests in flight
+
+
+def endpoint_settings(raw: dict[str, Any]) -> EndpointConfig:
+    """``generation.endpoint`` checked: known keys, types, ranges, an http(s) base_url."""
+    e = _merge(EndpointConfig(), raw, "generation.endpoint.")
+    check_fields(e, lambda f: f"generation.endpoint.{f.name}")
+    return e
 
 
 @dataclass
 class JudgeConfig:
     """The value-expression judge."""
 
-    name: str = "lexicon"
+    name: str = "lexicon"  # checked with its options by valuemech.judges.check_judge before a run starts
     options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -66,19 +189,19 @@ class JudgeConfig:
 class ExtractConfig:
     """Residual-stream extraction and difference in means."""
 
-    batch_size: int = 16
-    min_group: int = 5  # minimum responses on each side of a label for a vector
+    batch_size: int = bounded(16, AT_LEAST_1)
+    min_group: int = bounded(5, AT_LEAST_1)  # minimum responses on each side of a label for a vector
 
 
 @dataclass
 class NeuronConfig:
     """Value-neuron selection."""
 
-    k_percent: float = 1.0  # keep the top k% of neurons per block by projection norm
-    max_angle: float = 30.0  # degrees: assign to the nearest axis only below this angle
-    rank_by: str = "norm"  # "norm": projection norm (the paper's ranking); "cosine": share of the weight in the plane
-    top_tokens: int = 5  # top-activating response tokens listed per kept neuron
-    top_responses: int = 120  # stored responses scanned for them
+    k_percent: float = bounded(1.0, Range(0, 100, lo_open=True))  # keep the top k% of neurons per block by projection norm
+    max_angle: float = bounded(30.0, Range(0, 90, lo_open=True))  # degrees: assign to the nearest axis only below this angle
+    rank_by: str = one_of("norm", "norm", "cosine")  # "norm": projection norm (the paper's ranking); "cosine": share of the weight in the plane
+    top_tokens: int = bounded(5, AT_LEAST_0)  # top-activating response tokens listed per kept neuron
+    top_responses: int = bounded(120, AT_LEAST_0)  # stored responses scanned for them
 
 
 @dataclass
@@ -95,7 +218,7 @@ class RunConfig:
     """The fully resolved configuration written to ``config.yaml``."""
 
     preset: str = "quick"
-    seed: int = 0
+    seed: int = bounded(0, SEED)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
@@ -175,6 +298,29 @@ def _split(text: str, sep: str) -> list[str]:
     return parts + [text[start:].strip()]
 
 
+def check_call(fn: Callable, options: Any, where: str, allowed: dict[str, Allowed] | None = None,
+               skip: tuple[str, ...] = ("self",)) -> None:
+    """``options`` fit ``fn``'s keyword parameters (names, annotated types) and ``allowed``, without calling it.
+
+    For the options of a class built from a mapping (a judge); numbers inside lists and mapping
+    values are checked against the range too, and a float is always finite.
+    """
+    import inspect
+
+    if not isinstance(options, dict):
+        raise ValuemechError(f"{where} options must be a mapping, not {type(options).__name__}")
+    params = {n: p for n, p in inspect.signature(fn).parameters.items()
+              if n not in skip and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+    for key, value in options.items():
+        if key not in params:
+            raise ValuemechError(f"{where}: unknown option {short(key)}; known: {', '.join(params) or 'none'}")
+        want = params[key].annotation
+        want = want if isinstance(want, str) else getattr(want, "__name__", str(want))
+        if not matches_type(value, want):
+            raise ValuemechError(f"{where} option {key} must be {want}, not {type(value).__name__} {short(value)}")
+        check_value((allowed or {}).get(key) or default_rule(want), f"{where} option {key}", value)
+
+
 def matches_type(value: Any, annotation: str) -> bool:
     """Whether ``value`` (parsed YAML/JSON) fits a field annotation such as ``int | None`` or ``list[str]``."""
     for alt in _split(annotation, "|"):
@@ -210,12 +356,12 @@ def _merge(base: Any, updates: dict[str, Any], where: str) -> Any:
             value = _merge(current, value, f"{where}{key}.")
         elif not matches_type(value, str(names[key].type)):
             raise ValuemechError(f"config key {where}{key} must be {names[key].type}, not {type(value).__name__} "
-                                 f"{_short(value)}")
+                                 f"{short(value)}")
         kwargs[key] = value
     return dataclasses.replace(base, **kwargs)
 
 
-def _short(value: Any) -> str:
+def short(value: Any) -> str:
     text = " ".join(repr(value).split())
     return text if len(text) <= 40 else text[:37] + "..."
 
@@ -223,7 +369,7 @@ def _short(value: Any) -> str:
 def make_config(preset: str = "quick", overrides: dict[str, Any] | None = None) -> RunConfig:
     """Build a config from a preset plus nested overrides (``{"model": {"name": ...}}``)."""
     if not isinstance(preset, str) or preset not in PRESETS:
-        raise ValuemechError(f"unknown preset {_short(preset)}; choose from {', '.join(PRESETS)}")
+        raise ValuemechError(f"unknown preset {short(preset)}; choose from {', '.join(PRESETS)}")
     cfg = _merge(RunConfig(preset=preset), PRESETS[preset], "")
     if overrides:
         cfg = _merge(cfg, overrides, "")
@@ -232,34 +378,21 @@ def make_config(preset: str = "quick", overrides: dict[str, Any] | None = None) 
 
 
 def validate(cfg: RunConfig) -> None:
-    """Reject settings that cannot work, naming the key. (The ``evaluate`` section's names and options
-    are checked by the evaluation layer, ``valuemech.evals.registry.check_config``, before a run starts.)"""
+    """Reject settings that cannot work, naming the key: every number in its field's range, every choice
+    among its field's choices. (Names that need a lower layer, the judge, the model and the ``evaluate``
+    section, are checked by ``valuemech.pipeline.preflight`` before a run starts.)"""
     from valuemech.values import parse_values
 
-    if cfg.model.dtype not in ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16"):
-        raise ValuemechError(f"model.dtype must be auto, float32, bfloat16 or float16, not {cfg.model.dtype!r}")
+    check_fields(cfg, lambda f: f"config key {f.name}")
+    for section in ("model", "data", "generation", "extract", "neurons"):
+        check_fields(getattr(cfg, section), lambda f, s=section: f"config key {s}.{f.name}")
     g = cfg.generation
-    if g.backend not in ("local", "endpoint"):
-        raise ValuemechError(f"generation.backend must be 'local' or 'endpoint', not {g.backend!r}")
-    if g.backend == "endpoint" and not g.endpoint.get("base_url"):
-        raise ValuemechError("generation.endpoint.base_url is required when generation.backend is 'endpoint'")
-    if g.prompted_mode not in ("random", "all"):
-        raise ValuemechError(f"generation.prompted_mode must be 'random' or 'all', not {g.prompted_mode!r}")
-    for key in ("intrinsic_samples", "prompted_samples", "max_new_tokens", "batch_size"):
-        if not isinstance(getattr(g, key), int) or getattr(g, key) < (0 if "samples" in key else 1):
-            raise ValuemechError(f"generation.{key} must be a positive integer, not {getattr(g, key)!r}")
+    if g.backend == "endpoint" or g.endpoint:
+        if g.backend == "endpoint" and not g.endpoint.get("base_url"):
+            raise ValuemechError("generation.endpoint.base_url is required when generation.backend is 'endpoint'")
+        endpoint_settings(g.endpoint)
     if g.values is not None:
         g.values = parse_values(g.values)
-    if cfg.data.n_queries is not None and cfg.data.n_queries < 1:
-        raise ValuemechError("data.n_queries must be at least 1")
-    if not 0 < cfg.neurons.k_percent <= 100:
-        raise ValuemechError("neurons.k_percent must be in (0, 100]")
-    if cfg.neurons.rank_by not in ("norm", "cosine"):
-        raise ValuemechError(f"neurons.rank_by must be 'norm' or 'cosine', not {cfg.neurons.rank_by!r}")
-    if not 0 < cfg.neurons.max_angle <= 90:
-        raise ValuemechError("neurons.max_angle must be in (0, 90] degrees")
-    if cfg.extract.min_group < 1:
-        raise ValuemechError("extract.min_group must be at least 1")
 
 
 def load_config(path: Path) -> RunConfig:

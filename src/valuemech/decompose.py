@@ -169,8 +169,13 @@ def load_summary(path: Path) -> dict:
     return data
 
 
-def write_decomposition(vv: ValueVectors, components_path: Path, summary_path: Path) -> dict:
+def write_decomposition(vv: ValueVectors, components_path: Path, summary_path: Path,
+                        inputs: dict[str, str] | None = None) -> dict:
+    """Write the components and the summary (each recording ``inputs``, the vectors' fingerprint)."""
     comps, summary = decompose(vv)
+    if inputs is not None:
+        comps.metadata["inputs"] = json.dumps(inputs, sort_keys=True)
+        summary["inputs"] = inputs
     comps.save(components_path)
     atomic_write_json(summary_path, summary)
     return summary

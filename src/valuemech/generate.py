@@ -153,13 +153,13 @@ class EndpointSampler:
     """
 
     def __init__(self, cfg: GenerationConfig) -> None:
+        from valuemech.config import endpoint_settings
         from valuemech.openai_client import ChatClient
 
-        e = dict(cfg.endpoint)
-        self.model = e.get("model", "default")
-        self.concurrency = int(e.get("concurrency", 8))
-        self.client = ChatClient(e["base_url"], e.get("api_key_env"), e.get("timeout", 120.0),
-                                 e.get("retries", 3), e.get("backoff", 0.5), who="generation endpoint")
+        e = endpoint_settings(cfg.endpoint)
+        self.model = e.model
+        self.concurrency = e.concurrency
+        self.client = ChatClient(e.base_url, e.api_key_env, e.timeout, e.retries, e.backoff, who="generation endpoint")
         self.cfg = cfg
 
     def __call__(self, lm: LoadedModel, batch: list[Job], seed: int) -> list[tuple[list[int], str]]:

@@ -1,7 +1,13 @@
-"""Atomic file writes and crash-safe JSONL append/read for the run directory."""
+"""Atomic file writes and crash-safe JSONL append/read for the run directory.
+
+Every write goes through here, and a failed one (a full disk, a read-only file system, a path
+through a file) is a one-line :class:`ValuemechError` naming the path and the cause that leaves
+nothing partial behind: the temp file of an atomic write is removed, an append is cut back.
+"""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -10,21 +16,63 @@ from typing import Any, Iterable
 
 from valuemech.errors import ValuemechError
 
+#: What an OSError's errno means, in the words of an error message.
+CAUSES = {
+    errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "read-only file system", errno.EACCES: "permission denied", errno.EPERM: "permission denied",
+    errno.EISDIR: "it is a directory", errno.ENOTDIR: "a part of the path is not a directory",
+    errno.EEXIST: "a file of that name exists", errno.EFBIG: "file too large", errno.ENAMETOOLONG: "name too long",
+    errno.EIO: "input/output error",
+}
+
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)  # read once, at import (os.umask has no read-only form)
+
+
+def os_cause(exc: OSError, path: Path | None = None) -> str:
+    """The cause of ``exc`` in words; for a path through a file, the file."""
+    if exc.errno in (errno.ENOTDIR, errno.EEXIST) and path is not None:
+        for parent in [Path(path), *Path(path).parents]:
+            if parent.exists() and not parent.is_dir():
+                return f"{parent} is not a directory"
+    return CAUSES.get(exc.errno) or exc.strerror or exc.__class__.__name__
+
+
+def write_error(path: Path, exc: OSError, what: str = "cannot write") -> ValuemechError:
+    """The one-line error of a failed write to ``path``."""
+    return ValuemechError(f"{path}: {what} ({os_cause(exc, path)})")
+
+
+def make_dir(path: Path) -> Path:
+    """``mkdir -p path``; a failure is a one-line error naming the path and the cause."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise write_error(path, exc, "cannot create the directory") from None
+    return path
+
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same directory, then rename."""
+    """Write ``data`` to ``path`` via a temp file in the same directory, then rename (a failure leaves
+    ``path`` as it was and no temp file)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
+    make_dir(path.parent)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
+        os.fchmod(fd, 0o666 & ~_UMASK)  # as open() would make it (mkstemp: owner only)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as exc:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise write_error(path, exc) from None
         raise
 
 
@@ -91,8 +139,11 @@ def repair_jsonl(path: Path) -> int:
     if not data or data.endswith(b"\n"):
         return 0
     keep = data.rfind(b"\n") + 1
-    with open(path, "r+b") as fh:
-        fh.truncate(keep)
+    try:
+        with open(path, "r+b") as fh:
+            fh.truncate(keep)
+    except OSError as exc:
+        raise write_error(path, exc, "cannot cut its partial last line") from None
     return len(data) - keep
 
 
@@ -123,6 +174,14 @@ def _why(exc: ValueError) -> str:
     if isinstance(exc, json.JSONDecodeError):
         return f"{exc.msg} at line {exc.lineno} column {exc.colno}" if exc.lineno > 1 else exc.msg
     return " ".join(str(exc).split())[:200]
+
+
+def read_bytes(path: Path) -> bytes:
+    """A file's bytes; unreadable is a one-line error naming the file."""
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ValuemechError(f"{path}: cannot read ({os_cause(exc, path)})") from None
 
 
 def read_text(path: Path, encoding: str = "utf-8", newline: str | None = None) -> str:
@@ -170,13 +229,32 @@ def parse_jsonl(text: str, where: str) -> list[dict]:
 
 
 def append_jsonl(path: Path, records: Iterable[dict]) -> None:
-    """Append records as whole lines in one write, then fsync (a crash leaves at most one partial line)."""
-    payload = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    """Append records as whole lines, then fsync. A write that fails (a full disk) or is interrupted
+    is cut back to the file's previous end; only a crash can leave a partial last line, which
+    :func:`read_jsonl` ignores and :func:`repair_jsonl` removes."""
+    payload = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
     if not payload:
         return
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "ab") as fh:
-        fh.write(payload.encode("utf-8"))
-        fh.flush()
-        os.fsync(fh.fileno())
+    make_dir(path.parent)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    except OSError as exc:
+        raise write_error(path, exc) from None
+    try:
+        start = os.fstat(fd).st_size
+        try:
+            view = memoryview(payload)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        except BaseException as exc:
+            try:
+                os.ftruncate(fd, start)
+            except OSError:
+                pass
+            if isinstance(exc, OSError):
+                raise write_error(path, exc) from None
+            raise
+    finally:
+        os.close(fd)

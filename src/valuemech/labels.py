@@ -1,7 +1,13 @@
-"""The label stage: judge every response for every value, appended to ``labels.jsonl`` (resumable)."""
+"""The label stage: judge every response for every value, appended to ``labels.jsonl`` (resumable).
+
+Each line records the sha256 of the text it judged (``text_sha256``), so a label is matched to its
+response by id *and* content: a response edited after labelling is labelled again (the newest line
+of an id counts), and :func:`match_problem` says when labels and responses are not one to one.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -14,9 +20,9 @@ from valuemech.values import VALUES
 
 def label_records(judge: Judge, records: list[dict], out_path: Path, text_key: str = "response",
                   id_key: str = "id", batch_size: int = 64, progress: bool = True) -> int:
-    """Label records not yet in ``out_path``; return how many lines were written.
+    """Label records not yet in ``out_path`` (or whose text changed since); return how many lines were written.
 
-    Output lines: ``{"response_id", "judge", "scores": {value: float}, "expressed": {value: bool}}``.
+    Output lines: ``{"response_id", "judge", "text_sha256", "scores": {value: float}, "expressed": {value: bool}}``.
     A ``labels.jsonl`` written by another judge is an error (use a new run directory).
     """
     out_path = Path(out_path)
@@ -26,8 +32,8 @@ def label_records(judge: Judge, records: list[dict], out_path: Path, text_key: s
     if other:
         raise ValuemechError(f"{out_path} holds labels from judge {sorted(other)[0]!r}, "
                              f"not {judge.name!r}; use a new run directory")
-    done = {r["response_id"] for r in existing}
-    todo = [r for r in records if r[id_key] not in done]
+    latest = latest_labels(existing)
+    todo = [r for r in records if not _labels_text(latest.get(r[id_key]), r.get(text_key) or "")]
     bar = tqdm(total=len(records), initial=len(records) - len(todo), desc="label", unit="resp",
                disable=not progress)
     written = 0
@@ -38,7 +44,7 @@ def label_records(judge: Judge, records: list[dict], out_path: Path, text_key: s
         failures = result.failures or [{} for _ in batch]
         lines = []
         for r, s, e, f in zip(batch, result.scores, result.expressed, failures):
-            line = {"response_id": r[id_key], "judge": judge.name,
+            line = {"response_id": r[id_key], "judge": judge.name, "text_sha256": text_digest(r.get(text_key) or ""),
                     "scores": {v: (None if x != x else x) for v, x in s.items()}, "expressed": e}
             if f:
                 line["failures"] = f
@@ -48,6 +54,38 @@ def label_records(judge: Judge, records: list[dict], out_path: Path, text_key: s
         bar.update(len(lines))
     bar.close()
     return written
+
+
+def text_digest(text: str) -> str:
+    """What a label line records of the text it judged: sha256, 16 hex digits."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def latest_labels(rows: list[dict]) -> dict[str, dict]:
+    """The newest line of every response id (a response labelled again after an edit)."""
+    return {r["response_id"]: r for r in rows}
+
+
+def _labels_text(row: dict | None, text: str) -> bool:
+    """Whether label line ``row`` judged ``text`` (a line without ``text_sha256``: by id alone)."""
+    return row is not None and row.get("text_sha256", text_digest(text)) == text_digest(text)
+
+
+def match_problem(records: list[dict], rows: list[dict], where: Path | str = "labels.jsonl") -> str | None:
+    """Why ``labels.jsonl`` rows do not label ``responses.jsonl`` records one to one (by id and text), or None."""
+    latest = latest_labels(rows)
+    ids = {r["id"] for r in records}
+    extra = [i for i in latest if i not in ids]
+    if extra:
+        return (f"{where} labels {len(extra)} responses that the responses file does not hold (first: {extra[0]}); "
+                "the responses were truncated or edited, or the labels belong to another run")
+    changed = [r["id"] for r in records if r["id"] in latest and not _labels_text(latest[r["id"]], r.get("response") or "")]
+    if changed:
+        return f"{len(changed)} responses changed after {where} labelled them (first: {changed[0]})"
+    missing = [r["id"] for r in records if r["id"] not in latest]
+    if missing:
+        return f"{where} labels {len(ids) - len(missing)} of {len(ids)} responses (first without a label: {missing[0]})"
+    return None
 
 
 def read_labels(path: Path) -> list[dict]:
@@ -62,6 +100,8 @@ def read_labels(path: Path) -> list[dict]:
             raise ValuemechError(f"{path}: record {i}: expressed must map value ids to true/false/null")
         if not isinstance(r.get("judge", ""), str):
             raise ValuemechError(f"{path}: record {i}: judge must be a string")
+        if not isinstance(r.get("text_sha256", ""), str):
+            raise ValuemechError(f"{path}: record {i}: text_sha256 must be a string")
     return rows
 
 

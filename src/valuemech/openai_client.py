@@ -16,6 +16,17 @@ import httpx
 from valuemech.errors import ValuemechError
 
 
+def check_key_env(api_key_env: str | None, who: str) -> str | None:
+    """The API key from environment variable ``api_key_env`` (None without one); unset is a one-line error."""
+    if not api_key_env:
+        return None
+    key = os.environ.get(api_key_env)
+    if not key:
+        raise ValuemechError(f"{who}: environment variable {api_key_env} is not set "
+                             f"(set it, or use api_key_env: null for a keyless local server)")
+    return key
+
+
 class RequestFailed(Exception):
     """A request that failed after all its retries (the message says why)."""
 
@@ -26,12 +37,7 @@ class ChatClient:
     def __init__(self, base_url: str, api_key_env: str | None = "OPENAI_API_KEY", timeout: float = 30.0,
                  retries: int = 3, backoff: float = 0.5, who: str = "endpoint") -> None:
         self.base_url = base_url.rstrip("/")
-        self.key = None
-        if api_key_env:
-            self.key = os.environ.get(api_key_env)
-            if not self.key:
-                raise ValuemechError(f"{who}: environment variable {api_key_env} is not set "
-                                     f"(set it, or use api_key_env: null for a keyless local server)")
+        self.key = check_key_env(api_key_env, who)
         self.timeout, self.retries, self.backoff = float(timeout), max(0, int(retries)), float(backoff)
         self.who = who
         self.attempts = 0

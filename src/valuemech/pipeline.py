@@ -1,13 +1,16 @@
 """Pipeline stages over a run directory: generate -> label -> extract -> decompose -> neurons -> evaluate -> report.
 
 Each stage reads the previous stage's artifacts, skips work already done, and can run alone.
-:data:`STAGE_TABLE` holds, per stage, whether it needs the model, how it runs and when it is
-complete. The run directory's ``config.yaml`` fixes the configuration; resuming with another
-model (or other generation settings) is an error, never a silent mix.
+:data:`STAGE_TABLE` holds, per stage, whether it needs the model, how it runs, when it is
+complete, and the stages that must be complete before it runs (a stage never computes on a
+truncated, edited or outdated upstream artifact: it names the stage to rerun). The run directory's
+``config.yaml`` fixes the configuration; resuming with another model (or other generation
+settings) is an error, never a silent mix.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import time
 from dataclasses import dataclass, field
@@ -19,8 +22,8 @@ from valuemech.data import load_templates, select_queries
 from valuemech.errors import ValuemechError
 from valuemech.evals import registry
 from valuemech.generate import generate_responses, plan_jobs
-from valuemech.judges import get_judge
-from valuemech.labels import label_records
+from valuemech.judges import check_judge, get_judge
+from valuemech.labels import label_records, match_problem
 from valuemech.models.loading import LoadedModel, load_model
 from valuemech.rundir import RunDir
 from valuemech.rundir import open_run as _open_run
@@ -29,11 +32,21 @@ from valuemech.vectors import extract_vectors
 
 
 def preflight(cfg: RunConfig) -> None:
-    """Check what can be checked before anything is written: model name, queries, templates, evaluations."""
+    """Check every name and path of a configuration before anything is written (its numbers and choices
+    are checked by :func:`valuemech.config.validate`): the model, the judge and its options, the
+    endpoint's API key, the queries and templates, the evaluations and their options."""
+    from valuemech.config import endpoint_settings
     from valuemech.models.catalog import check_model_name
+    from valuemech.openai_client import check_key_env
 
     check_model_name(cfg.model.name)
-    select_queries(cfg.data.queries, cfg.data.n_queries, cfg.seed, cfg.data.text_field)
+    check_judge(cfg.judge.name, cfg.judge.options)
+    if cfg.generation.backend == "endpoint":
+        check_key_env(endpoint_settings(cfg.generation.endpoint).api_key_env, "generation endpoint")
+    pool = select_queries(cfg.data.queries, None, cfg.seed, cfg.data.text_field)
+    if cfg.data.n_queries is not None and cfg.data.n_queries > len(pool):
+        raise ValuemechError(f"config key data.n_queries is {cfg.data.n_queries}, but {cfg.data.queries} holds "
+                             f"{len(pool)} queries (give --n-queries {len(pool)} or fewer)")
     load_templates(cfg.data.templates, cfg.generation.values)
     registry.check_config(cfg.evaluate)
 
@@ -124,19 +137,26 @@ class Pipeline:
                                self.progress, extra={"model_sha256": lm.weights_sha256})
         return {"written": n}
 
-    def label(self) -> dict:
+    def label(self, force: bool = False) -> dict:
+        """Label what is not labelled yet (or changed since); ``force`` starts ``labels.jsonl`` afresh."""
+        from valuemech.io import atomic_write_bytes
+
         records = _records(self.run)
         lm = self.model() if self.cfg.judge.name == "self" else None
         judge = get_judge(self.cfg.judge.name, self.cfg.judge.options, lm=lm)
+        if force and self.run.labels.exists():
+            atomic_write_bytes(self.run.labels, b"")
         return {"written": label_records(judge, records, self.run.labels, progress=self.progress)}
 
     def extract(self) -> dict:
+        inputs = self.run.inputs_of("vectors.safetensors")  # before reading them: what the vectors are made of
         records = _records(self.run)
         lm = self.model()
         _check_model_identity(self.run, lm, records)
         labels, judge = self.run.load_labels_and_judge()
         vv = extract_vectors(lm, records, labels, judge or self.cfg.judge.name, self.cfg.extract.batch_size,
                              self.cfg.extract.min_group, self.progress)
+        vv.metadata["inputs"] = json.dumps(inputs, sort_keys=True)
         vv.save(self.run.vectors)
         info = {"vectors": len(vv.vectors), "skipped": json.loads(vv.metadata["skipped"])}
         for key, c in info["skipped"].items():
@@ -147,7 +167,8 @@ class Pipeline:
     def decompose(self) -> dict:
         from valuemech.decompose import write_decomposition
 
-        write_decomposition(self.run.load_vectors(), self.run.components, self.run.decompose_json)
+        inputs = self.run.inputs_of("components.safetensors")
+        write_decomposition(self.run.load_vectors(), self.run.components, self.run.decompose_json, inputs)
         return {}
 
     def neurons(self) -> dict:
@@ -155,23 +176,25 @@ class Pipeline:
         from valuemech.io import atomic_write_json
         from valuemech.neurons import neurons_report
 
+        inputs = self.run.inputs_of("neurons.json")
         comps = self.run.load_components()
         lm = self.model()
         check_artifact_model(comps.metadata, lm, "components.safetensors")
         n = self.cfg.neurons
         report = neurons_report(lm, comps, self.run.load_responses(), n.k_percent, n.max_angle,
                                 n.top_tokens, n.top_responses, self.progress, n.rank_by)
+        report["inputs"] = inputs
         atomic_write_json(self.run.neurons_json, report)
         return {"classified": {c: sum(report["counts_per_layer"][c]) for c in report["counts_per_layer"]}}
 
     def evaluate(self) -> dict:
-        """The configured evaluations not yet done (``evals/<file>`` older than the components), in registry
-        order; the model is loaded only for an evaluation that needs it."""
+        """The configured evaluations not yet done (``evals/<file>`` missing or computed from other
+        components), in registry order; the model is loaded only for an evaluation that needs it."""
         from valuemech.steering import SteeringSource
 
         done, source, checked = [], None, False
         for name in registry.ordered(self.cfg.evaluate.evals):
-            if _eval_done(self.run, name, self.cfg):
+            if _eval_problem(self.run, name, self.cfg) is None:
                 continue
             opts = registry.options_for(name, self.cfg.evaluate)
             if hasattr(opts, "progress"):
@@ -192,12 +215,22 @@ class Pipeline:
 
     # driving ---------------------------------------------------------------------------------
     def run_stage(self, stage: str, force: bool = False) -> None:
+        """Run ``stage`` unless complete (or ``force``); the stages it reads must be complete, and
+        it must leave its artifacts complete, else a one-line error says why and what to rerun."""
         spec = stage_spec(stage)
+        for need in spec.needs:
+            why = stage_spec(need).check(self.run, self.cfg)
+            if why:
+                raise ValuemechError(f"{why}: run the {need} stage first (valuemech {need} --run {self.run.root})")
         if not force and spec.complete(self.run, self.cfg):
             self.log(f"[{stage}] already complete, skipped")
             return
         t0 = time.perf_counter()
-        info = getattr(self, stage)()
+        method = getattr(self, stage)
+        info = method(force=True) if force and "force" in inspect.signature(method).parameters else method()
+        why = spec.check(self.run, self.cfg)
+        if why:
+            raise ValuemechError(f"{why}, after the {stage} stage ran; {spec.fix.replace('RUN', str(self.run.root))}")
         dt = time.perf_counter() - t0
         self.timings[stage] = dt
         self.run.record_stage(stage, dt, **info)
@@ -208,52 +241,85 @@ class Pipeline:
             self.run_stage(stage, force)
 
 
-def _eval_done(run: RunDir, name: str, cfg: RunConfig) -> bool:
+def _eval_problem(run: RunDir, name: str, cfg: RunConfig) -> str | None:
     opts = registry.options_for(name, cfg.evaluate)
-    ev = registry.get_eval(name)
-    path = run.eval_path(ev.output(opts, {}))
-    return run.newer(path, run.components)
+    path = run.eval_path(registry.get_eval(name).output(opts, {}))
+    return f"{path} is missing" if not path.exists() else run.stale(path)
 
 
-def _generate_complete(run: RunDir, cfg: RunConfig) -> bool:
-    return {j.id for j in _jobs(cfg)} <= {r["id"] for r in run.load_responses()}
+def _generate_problem(run: RunDir, cfg: RunConfig) -> str | None:
+    """Whether ``responses.jsonl`` holds every planned response once, and nothing else."""
+    planned = {j.id for j in _jobs(cfg)}
+    ids = [r["id"] for r in run.load_responses()]
+    if len(set(ids)) < len(ids):
+        return f"{run.responses} holds response {next(i for i in ids if ids.count(i) > 1)} twice"
+    extra = [i for i in ids if i not in planned]
+    if extra:
+        return f"{run.responses} holds {len(extra)} responses the configuration does not plan (first: {extra[0]})"
+    missing = planned - set(ids)
+    return f"{run.responses} holds {len(planned) - len(missing)} of {len(planned)} planned responses" if missing else None
 
 
-def _label_complete(run: RunDir, cfg: RunConfig) -> bool:
-    have = {r["response_id"] for r in run.read_labels()}
-    return bool(have) and {r["id"] for r in run.load_responses()} <= have
+def _label_problem(run: RunDir, cfg: RunConfig) -> str | None:
+    return match_problem(run.load_responses(), run.read_labels(), run.labels)
 
 
-def _report_complete(run: RunDir, cfg: RunConfig) -> bool:
+def _derived_problem(*names: str) -> Callable[[RunDir, RunConfig], str | None]:
+    """Completeness of a stage that writes derived artifacts ``names``: each present and matching its inputs."""
+    def problem(run: RunDir, cfg: RunConfig) -> str | None:
+        for name in names:
+            path = run.root / name
+            why = f"{path} is missing" if not path.exists() else run.stale(path)
+            if why:
+                return why
+        return None
+
+    return problem
+
+
+def _report_problem(run: RunDir, cfg: RunConfig) -> str | None:
     inputs = [*run.root.glob("*.*"), *run.evals.glob("*.json")]
-    return run.report_html.exists() and all(run.newer(run.report_html, f) for f in inputs
-                                            if f.name not in ("report.html", "stages.json"))
+    old = [f for f in inputs if f.name not in ("report.html", "stages.json") and not run.newer(run.report_html, f)]
+    return f"{run.report_html} is missing" if not run.report_html.exists() else \
+        f"{run.report_html} is older than {old[0]}" if old else None
 
 
 @dataclass(frozen=True)
 class Stage:
-    """One pipeline stage: its name, whether it loads the model, and when its artifacts are complete."""
+    """One pipeline stage: its name, whether it loads the model, why it is not complete (None: it is),
+    the stages that must be complete before it runs, and what to do when running it does not complete it."""
 
     name: str
     needs_model: bool | str  # True, False, or "maybe" (the judge or an evaluation decides)
-    complete: Callable[[RunDir, RunConfig], bool]
+    check: Callable[[RunDir, RunConfig], str | None]
     doc: str
+    needs: tuple[str, ...] = ()
+    fix: str = "please report this"
+
+    def complete(self, run: RunDir, cfg: RunConfig) -> bool:
+        return self.check(run, cfg) is None
 
 
 #: The stages in order (the methods of :class:`Pipeline` of the same names run them).
 STAGE_TABLE: tuple[Stage, ...] = (
-    Stage("generate", True, _generate_complete,
-          "Generate intrinsic and prompted responses into RUN/responses.jsonl (resumable)."),
-    Stage("label", "maybe", _label_complete, "Label every response with the run's judge into RUN/labels.jsonl."),
-    Stage("extract", True, lambda run, cfg: run.newer(run.vectors, run.labels),
-          "Extract difference-in-means value vectors into RUN/vectors.safetensors."),
-    Stage("decompose", False, lambda run, cfg: run.newer(run.components, run.vectors),
-          "Split vectors into shared/unique components: RUN/components.safetensors, decompose.json."),
-    Stage("neurons", True, lambda run, cfg: run.newer(run.neurons_json, run.components),
-          "Find and classify value neurons (shared / intrinsic / prompted) into RUN/neurons.json."),
-    Stage("evaluate", "maybe", lambda run, cfg: all(_eval_done(run, n, cfg) for n in cfg.evaluate.evals),
-          "Run the evaluations listed in the run's config (evaluate.evals) into RUN/evals/."),
-    Stage("report", False, _report_complete,
+    Stage("generate", True, _generate_problem,
+          "Generate intrinsic and prompted responses into RUN/responses.jsonl (resumable).",
+          fix="responses.jsonl was edited or belongs to another configuration: use a new run directory"),
+    Stage("label", "maybe", _label_problem, "Label every response with the run's judge into RUN/labels.jsonl.",
+          needs=("generate",), fix="relabel every response with --force (valuemech label --run RUN --force)"),
+    Stage("extract", True, _derived_problem("vectors.safetensors"),
+          "Extract difference-in-means value vectors into RUN/vectors.safetensors.", needs=("generate", "label")),
+    Stage("decompose", False, _derived_problem("components.safetensors", "decompose.json"),
+          "Split vectors into shared/unique components: RUN/components.safetensors, decompose.json.",
+          needs=("generate", "label", "extract")),
+    Stage("neurons", True, _derived_problem("neurons.json"),
+          "Find and classify value neurons (shared / intrinsic / prompted) into RUN/neurons.json.",
+          needs=("generate", "label", "extract", "decompose")),
+    Stage("evaluate", "maybe",
+          lambda run, cfg: next(filter(None, (_eval_problem(run, n, cfg) for n in cfg.evaluate.evals)), None),
+          "Run the evaluations listed in the run's config (evaluate.evals) into RUN/evals/.",
+          needs=("generate", "label", "extract", "decompose")),
+    Stage("report", False, _report_problem,
           "Write RUN/report.html and RUN/figures/*.png (the paper's figures, tables and findings)."),
 )
 STAGES: tuple[str, ...] = tuple(s.name for s in STAGE_TABLE)

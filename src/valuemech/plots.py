@@ -6,6 +6,7 @@ own in :mod:`valuemech.report.figures`); this module holds only what they share.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import matplotlib
@@ -14,16 +15,21 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from valuemech.io import atomic_write_bytes  # noqa: E402
+
 CLASS_COLOURS = {"shared": "#4C72B0", "intrinsic": "#55A868", "prompted": "#C44E52", "none": "#BBBBBB"}
 
 
 def save(fig, path: Path) -> Path:
-    """Lay out, write (PNG, 110 dpi) and close ``fig``; return ``path``."""
+    """Lay out, write (PNG, 110 dpi, atomically: never a truncated figure) and close ``fig``; return ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    buf = io.BytesIO()
+    try:
+        fig.tight_layout()
+        fig.savefig(buf, dpi=110, format="png")
+    finally:
+        plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
     return path
 
 

@@ -4,10 +4,16 @@ A run directory is the contract between the stages and with users (README, "The 
 Stages, evaluations, the report, the server and the CLI all go through :class:`RunDir`; nothing
 else builds a path inside a run. Readers check the shape their callers rely on and fail with a
 one-line error naming the file and the stage to rerun.
+
+Every derived artifact records the fingerprints of the artifacts it was computed from
+(:data:`LINEAGE`: ``inputs`` in its safetensors metadata or at the top of its JSON), and its
+reader refuses it when they no longer match the files beside it (:meth:`RunDir.check_fresh`): a
+stage never computes on an artifact that its upstream has since changed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,12 +21,61 @@ from typing import Any, Callable
 
 from valuemech.config import RunConfig, load_config
 from valuemech.errors import ValuemechError
-from valuemech.io import atomic_write_json, atomic_write_text, load_json, sweep_orphan_temps
+from valuemech.io import atomic_write_json, atomic_write_text, load_json, make_dir, read_text, sweep_orphan_temps
 
 #: Config sections whose change invalidates a run directory's artifacts.
 FROZEN = ("seed", "model", "data", "generation", "judge", "extract")
 #: Keys of frozen sections that only say how to run (not what is computed): a resume may change them.
 RUNTIME_KEYS = ("model.threads", "model.device", "model.device_map")
+#: Derived artifacts (paths in a run; ``evals/`` for every evaluation result): the stage that writes
+#: each and the artifacts it is computed from, whose fingerprints it records as ``inputs``.
+LINEAGE: dict[str, tuple[str, tuple[str, ...]]] = {
+    "vectors.safetensors": ("extract", ("responses.jsonl", "labels.jsonl")),
+    "components.safetensors": ("decompose", ("vectors.safetensors",)),
+    "decompose.json": ("decompose", ("vectors.safetensors",)),
+    "neurons.json": ("neurons", ("components.safetensors", "responses.jsonl")),
+    "evals/": ("evaluate", ("components.safetensors",)),
+}
+_FINGERPRINTS: dict[str, str] = {}  # sha256 of a safetensors file's bytes -> its content fingerprint
+
+
+def fingerprint(path: Path) -> str:
+    """What a derived artifact records of an input: sha256 (16 hex digits) of its bytes; of a
+    safetensors file, of its parsed header (minus the writer's version) and data, after checking it
+    with its reader (safetensors writes metadata keys in a per-process order, so equal content can
+    have other bytes)."""
+    from valuemech.io import read_bytes
+
+    path = Path(path)
+    data = read_bytes(path)
+    digest = hashlib.sha256(data).hexdigest()
+    if path.suffix != ".safetensors":
+        return digest[:16]
+    if digest not in _FINGERPRINTS:
+        _check_safetensors(path)
+        n = int.from_bytes(data[:8], "little")
+        header = json.loads(data[8: 8 + n])
+        meta = {k: v for k, v in header.pop("__metadata__", {}).items() if k != "library"}
+        canon = json.dumps([header, meta], sort_keys=True).encode() + data[8 + n:]
+        _FINGERPRINTS[digest] = hashlib.sha256(canon).hexdigest()[:16]
+    return _FINGERPRINTS[digest]
+
+
+def _check_safetensors(path: Path) -> None:
+    """A one-line error naming ``path`` unless its reader accepts it."""
+    if path.name == "vectors.safetensors":
+        from valuemech.vectors import ValueVectors
+
+        ValueVectors.load(path)
+    else:
+        from valuemech.decompose import Components
+
+        Components.load(path)
+
+
+def lineage(rel: str) -> tuple[str, tuple[str, ...]]:
+    """``(stage, inputs)`` of the derived artifact at ``rel`` (relative to the run directory)."""
+    return LINEAGE["evals/" if rel.startswith("evals/") else rel]
 
 
 @dataclass
@@ -62,6 +117,13 @@ class RunDir:
             raise ValuemechError(f"not a file name under {self.evals}: {file!r}")
         return self.evals / (file if file.endswith(".json") else f"{file}.json")
 
+    def artifacts(self) -> list[Path]:
+        """The non-empty files a stage computed (every file but ``config.yaml``, ``stages.json`` and temp files)."""
+        if not self.root.is_dir():
+            return []
+        return [p for p in sorted(self.root.rglob("*")) if p.is_file() and p.stat().st_size > 0
+                and p not in (self.config, self.stages_json) and not p.name.endswith(".tmp")]
+
     def relative(self, path: Path) -> str:
         """``path`` relative to the run directory, as the report and error messages name it."""
         return Path(path).relative_to(self.root).as_posix()
@@ -90,28 +152,41 @@ class RunDir:
         return load_labels(self.labels)
 
     def load_vectors(self):
+        """``vectors.safetensors``, checked, and refused when computed from other responses or labels."""
         from valuemech.vectors import ValueVectors
 
-        return ValueVectors.load(self.vectors)
+        vv = ValueVectors.load(self.vectors)
+        self.check_fresh(self.vectors)
+        return vv
 
     def load_components(self):
+        """``components.safetensors``, checked, and refused when computed from other vectors."""
         from valuemech.decompose import Components
 
-        return Components.load(self.components)
+        comps = Components.load(self.components)
+        self.check_fresh(self.components)
+        return comps
 
     def load_decomposition(self) -> dict:
         from valuemech.decompose import load_summary
 
-        return load_summary(self.decompose_json)
+        summary = load_summary(self.decompose_json)
+        self.check_fresh(self.decompose_json)
+        return summary
 
     def load_neurons(self) -> dict:
         from valuemech.neurons import load_neurons
 
-        return load_neurons(self.neurons_json)
+        neurons = load_neurons(self.neurons_json)
+        self.check_fresh(self.neurons_json)
+        return neurons
 
     def load_eval(self, file: str) -> dict:
-        """A result file under ``evals/`` (one-line error when unreadable)."""
-        return load_json(self.eval_path(file))
+        """A result file under ``evals/`` (one-line error when unreadable or computed from other components)."""
+        path = self.eval_path(file)
+        result = load_json(path)
+        self.check_fresh(path)
+        return result
 
     def peek(self, path: Path) -> Any | None:
         """A JSON file's content, or None when it is missing or unreadable (for optional page parts)."""
@@ -142,6 +217,60 @@ class RunDir:
 
     def model_name(self) -> str:
         return str(self.load_config().model.name)
+
+    # lineage ------------------------------------------------------------------------------
+    def inputs_of(self, artifact: str) -> dict[str, str]:
+        """The fingerprints of ``artifact``'s inputs now (what a stage records as it writes it)."""
+        return {name: fingerprint(self.root / name) for name in lineage(artifact)[1]}
+
+    def recorded_inputs(self, path: Path) -> dict[str, str] | None:
+        """The ``inputs`` a derived artifact recorded (None: written before valuemech recorded them)."""
+        path = Path(path)
+        stage = lineage(self.relative(path))[0]
+        if path.suffix == ".safetensors":
+            from valuemech.io import read_bytes
+
+            data = read_bytes(path)
+            try:
+                meta = json.loads(data[8: 8 + int.from_bytes(data[:8], "little")]).get("__metadata__") or {}
+                raw = meta.get("inputs")
+                rec = None if raw is None else json.loads(raw)
+            except (ValueError, AttributeError):
+                raise ValuemechError(f"{path}: not a readable safetensors file; rerun the {stage} stage") from None
+        else:
+            data = load_json(path)
+            rec = data.get("inputs") if isinstance(data, dict) else None
+        if rec is not None and not (isinstance(rec, dict) and all(isinstance(v, str) for v in rec.values())):
+            raise ValuemechError(f"{path}: its record of inputs is damaged; rerun the {stage} stage")
+        return rec
+
+    def stale(self, path: Path, by_time: bool = True) -> str | None:
+        """Why the derived artifact at ``path`` no longer matches its inputs, or None (also when it is
+        missing). Without a record of its inputs: by modification time when ``by_time``, else None."""
+        path = Path(path)
+        if not path.exists():
+            return None
+        recorded = self.recorded_inputs(path)
+        for name in lineage(self.relative(path))[1]:
+            source = self.root / name
+            if recorded is None:
+                if by_time and source.exists() and source.stat().st_mtime_ns > path.stat().st_mtime_ns:
+                    return f"{path} is older than {source}"
+            elif not source.exists():
+                return f"{path} was computed from {source}, which is missing"
+            elif recorded.get(name) != fingerprint(source):
+                {"responses.jsonl": self.load_responses, "labels.jsonl": self.read_labels}.get(name, dict)()
+                return f"{path} was computed from another {source} (it changed since)"  # (a damaged one said so)
+        return None
+
+    def check_fresh(self, path: Path) -> None:
+        """A one-line error naming the stage to rerun when ``path`` was computed from inputs that changed since."""
+        why = self.stale(path, by_time=False)
+        if why:
+            stage = lineage(self.relative(path))[0]
+            how = f"valuemech eval {path.stem} --run {self.root}" if stage == "evaluate" else \
+                f"valuemech {stage} --run {self.root} --force"
+            raise ValuemechError(f"{why}; rerun the {stage} stage ({how})")
 
     # writers ------------------------------------------------------------------------------
     def write_config(self, cfg: RunConfig) -> None:
@@ -193,14 +322,20 @@ def open_run(root: Path | str, cfg: RunConfig | None = None,
              check: Callable[[RunConfig], None] | None = None) -> tuple[RunDir, RunConfig]:
     """Open (or create) a run directory; with ``cfg``, check it agrees with a stored config.
 
-    ``check`` validates a configuration before it is written (a new run, or a changed
-    ``evaluate`` section): nothing is written when it raises.
+    ``check`` validates a configuration before it is written (a new run, a run directory that holds
+    no artifact yet, whose configuration ``cfg`` replaces, or a changed ``evaluate`` section):
+    nothing is written when it raises.
     """
     run = RunDir(Path(root))
     if run.config.exists():
         for d in (run.root, run.evals, run.monitor_dir):  # temp files of writers killed mid-write
             if d.is_dir():
                 sweep_orphan_temps(d)
+        if cfg is not None and not run.artifacts() and read_text(run.config) != cfg.to_yaml():
+            if check is not None:  # nothing computed yet: a corrected configuration replaces the stored one
+                check(cfg)
+            run.write_config(cfg)
+            return run, cfg
         stored = load_config(run.config)
         if cfg is None:
             return run, stored
@@ -223,6 +358,6 @@ def open_run(root: Path | str, cfg: RunConfig | None = None,
         raise ValuemechError(f"{run.root} is not a run directory (no config.yaml)")
     if check is not None:
         check(cfg)
-    run.root.mkdir(parents=True, exist_ok=True)
+    make_dir(run.root)
     run.write_config(cfg)
     return run, cfg

@@ -33,9 +33,11 @@ import torch
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field, model_validator
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from valuemech import hooks
 from valuemech.config import GenerationConfig
+from valuemech.errors import ValuemechError
 from valuemech.batching import continuation_logliks
 from valuemech.generate import sample_batch
 from valuemech.models.loading import LoadedModel
@@ -81,7 +83,7 @@ class ChatRequest(BaseModel):
     max_tokens: int = Field(128, ge=1, le=4096)
     temperature: float = Field(0.0, ge=0.0, le=5.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
-    seed: Optional[int] = None
+    seed: Optional[int] = Field(None, ge=0, le=2 ** 63 - 1)  # what torch.manual_seed takes
     stream: bool = False
     guided_choice: Optional[list[str]] = Field(None, min_length=1, max_length=32)
     steering: Optional[Steering] = None
@@ -148,11 +150,18 @@ class VectorStore:
 
 
 def _prompt_ids(lm: LoadedModel, messages: list[Message]) -> list[int]:
+    """The chat template applied to ``messages``; a conversation the template refuses (roles out of
+    the order it allows) is a 400."""
+    from jinja2 import TemplateError
+
     msgs = [m.model_dump() for m in messages]
     if not lm.system_ok and msgs[0]["role"] == "system" and len(msgs) > 1:
         sys = msgs.pop(0)["content"]
         msgs[0] = {**msgs[0], "content": f"{sys}\n\n{msgs[0]['content']}"}
-    text = lm.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+    try:
+        text = lm.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+    except TemplateError as exc:
+        raise HTTPException(400, f"messages: the model's chat template refuses them ({' '.join(str(exc).split())[:200]})")
     return list(lm.tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
@@ -189,8 +198,13 @@ def create_app(lm: LoadedModel, run_dir: Path | None = None, model_name: str | N
             return JSONResponse({"error": {"message": "a request body needs a Content-Length header"}}, status_code=411)
         return await call_next(request)
 
-    @app.exception_handler(HTTPException)
-    async def http_error(_request: Request, exc: HTTPException):
+    @app.exception_handler(ValuemechError)
+    async def valuemech_error(_request: Request, exc: ValuemechError):  # a request the run cannot serve
+        stats["rejected"] += 1
+        return JSONResponse({"error": {"message": str(exc), "type": "invalid_request_error"}}, status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)  # FastAPI's own and the framework's (a body that does not parse)
+    async def http_error(_request: Request, exc: StarletteHTTPException):
         stats["rejected"] += 1
         return JSONResponse({"error": {"message": exc.detail, "type": "invalid_request_error"}},
                             status_code=exc.status_code)
@@ -223,11 +237,10 @@ def create_app(lm: LoadedModel, run_dir: Path | None = None, model_name: str | N
         stats["chat_completions"] += 1
         prompt = _prompt_ids(lm, req.messages)
         ctx = getattr(lm.model.config, "max_position_embeddings", None)  # attention cost grows with its square
-        if ctx and len(prompt) + (0 if req.guided_choice else req.max_tokens) > ctx:
-            raise HTTPException(400, f"prompt of {len(prompt)} tokens + max_tokens {req.max_tokens} exceeds the "
-                                     f"model's context of {ctx} tokens")
-        if req.guided_choice:
-            choice_token_ids(lm, req.guided_choice)  # refused before waiting for the model
+        longest = max(map(len, choice_token_ids(lm, req.guided_choice))) if req.guided_choice else 0
+        new = f"the longest guided choice ({longest} tokens)" if req.guided_choice else f"max_tokens {req.max_tokens}"
+        if ctx and len(prompt) + (longest if req.guided_choice else req.max_tokens) > ctx:
+            raise HTTPException(400, f"prompt of {len(prompt)} tokens + {new} exceeds the model's context of {ctx} tokens")
         steering = store.context(req.steering, lm)  # validated here, before waiting for the model; hooks go on at enter
         with lock:
             with steering:

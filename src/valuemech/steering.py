@@ -51,11 +51,11 @@ class SteeringSource:
         """The run's vectors and components (components None before decompose), checked against ``lm``."""
         run = run if isinstance(run, RunDir) else RunDir(run)
         vv = run.load_vectors()
-        comps = run.load_components() if run.components.exists() else None
-        if lm is not None:
+        if lm is not None:  # another model's vectors: said before the components are compared with them
             vv.check_model(lm)
-            if comps is not None:
-                check_artifact_model(comps.metadata, lm, str(run.components))
+        comps = run.load_components() if run.components.exists() else None
+        if lm is not None and comps is not None:
+            check_artifact_model(comps.metadata, lm, str(run.components))
         return cls(vv, comps)
 
     def with_file(self, path: Path | str, lm: LoadedModel | None = None) -> "SteeringSource":
@@ -67,6 +67,7 @@ class SteeringSource:
 
     @property
     def n_layers(self) -> int:
+        """The blocks of the model the vectors come from (their metadata)."""
         return int(self.vectors.metadata.get("n_layers") or len(next(iter(self.vectors.vectors.values()))))
 
     def component(self, component: str, value: str | None = None) -> torch.Tensor:

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from valuemech.errors import ValuemechError
+from valuemech.config import N_BOOT
 from valuemech.evals.common import opt
 from valuemech.plots import plt, save
 from valuemech.rundir import RunDir
@@ -92,7 +93,7 @@ class Options:
     """Settings of the circumplex fit."""
 
     layer: int | None = opt(help="Block (default: the middle block).")
-    n_permutations: int = opt(1000, help="Random relabellings for the permutation p-value.")
+    n_permutations: int = opt(1000, help="Random relabellings for the permutation p-value.", allowed=N_BOOT)
 
 
 def needs_model(opts: Options) -> bool:

@@ -17,7 +17,7 @@ from typing import Callable, ContextManager, TypeVar
 import numpy as np
 import torch
 
-from valuemech.config import GenerationConfig
+from valuemech.config import AT_LEAST_0, AT_LEAST_1, N_BOOT, PROBABILITY_MASS, SEED, Allowed, GenerationConfig
 from valuemech.errors import ValuemechError
 from valuemech.generate import sample_batch, stable_seed
 from valuemech.hooks import check_operator
@@ -32,9 +32,11 @@ PER_VALUE_DEFAULT = ("intrinsic", "prompted", "intrinsic_orth", "prompted_orth",
                      "intrinsic_unique", "prompted_unique")
 
 
-def opt(default=None, help: str = "", flag: str | None = None, factory=None):
-    """A dataclass field of an evaluation's options; ``help`` and ``flag`` feed the generated CLI."""
-    meta = {"help": help, **({"flag": flag} if flag else {})}
+def opt(default=None, help: str = "", flag: str | None = None, factory=None, allowed: Allowed | None = None):
+    """A dataclass field of an evaluation's options; ``help`` and ``flag`` feed the generated CLI, ``allowed``
+    (a :class:`~valuemech.config.Range`, ...) is checked by ``registry.make_options`` (config and CLI alike;
+    float fields are always finite)."""
+    meta = {"help": help, **({"flag": flag} if flag else {}), **({"allowed": allowed} if allowed else {})}
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -59,23 +61,24 @@ class EvalOptions:
                                        "blocks (or --layer).")
     beta: float = opt(0.0, help="Neuron-class scaling β (0: no neuron rows).")
     control: bool = opt(True, help="Add the same-norm random-direction control.")
-    limit: int | None = opt(help="Use only the first N items / queries.")
+    limit: int | None = opt(help="Use only the first N items / queries.", allowed=AT_LEAST_1)
     items: str | None = opt(help="A dataset file in the evaluation's public format.")
     column: str | None = opt(help="Text column of --items (jailbreak; default: goal, Behavior, ... whichever "
                                    "is present).")
     judge: str | None = opt(help="Judge that scores generated text (default: the evaluation's own).")
     judge_options: dict = opt(factory=dict, help="Judge options as JSON.")
-    max_new_tokens: int = opt(64, help="New tokens per generated answer.")
-    temperature: float = opt(0.7, help="Sampling temperature (0: greedy).")
-    top_p: float = opt(0.9, help="Nucleus sampling mass.")
-    samples: int = opt(1, help="Generations per prompt.")
-    seed: int = opt(0, help="Sampling seed.")
-    batch_size: int = opt(16, help="Prompts per batch.")
-    n_boot: int = opt(1000, help="Bootstrap resamples of the 95% intervals.")
+    max_new_tokens: int = opt(64, help="New tokens per generated answer.", allowed=AT_LEAST_1)
+    temperature: float = opt(0.7, help="Sampling temperature (0: greedy).", allowed=AT_LEAST_0)
+    top_p: float = opt(0.9, help="Nucleus sampling mass.", allowed=PROBABILITY_MASS)
+    samples: int = opt(1, help="Generations per prompt.", allowed=AT_LEAST_1)
+    seed: int = opt(0, help="Sampling seed.", allowed=SEED)
+    batch_size: int = opt(16, help="Prompts per batch.", allowed=AT_LEAST_1)
+    n_boot: int = opt(1000, help="Bootstrap resamples of the 95% intervals.", allowed=N_BOOT)
     progress: bool = opt(True, help="Progress bars.")
 
     def check(self) -> None:
         check_operator(self.operator)
+        check_components(self.components)
 
 
 def bootstrap_mean(xs, n_boot: int = 1000, seed: int = 0) -> list[float]:

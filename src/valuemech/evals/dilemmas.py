@@ -138,6 +138,11 @@ def load_dilemmas(path: str | Path) -> list[Dilemma]:
     return _parse_rows(rows, str(path), "row")
 
 
+def check_options(opts: EvalOptions) -> None:
+    """The dataset file, read before any work (the registry's ``check_options``)."""
+    dataset(opts)
+
+
 def dataset(opts: EvalOptions) -> tuple[list[Dilemma], str]:
     """The dilemmas the options ask for (``opts.items`` or the built-ins) and their name.
 

@@ -182,6 +182,13 @@ def logit_lens_table(lm, source, components: list[str], layer: int, values: list
 Options = EvalOptions
 
 
+def check_options(opts: EvalOptions) -> None:
+    """The query file, read before any work (the registry's ``check_options``)."""
+    from valuemech.data import select_queries
+
+    select_queries(opts.items or "builtin", opts.limit or 20, opts.seed)
+
+
 def evaluate(lm, source, opts, run=None, neurons=None) -> dict:
     """Diversity of the baseline and of each condition steered towards each value (same queries and seeds)."""
     from valuemech.data import select_queries

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from valuemech.evals.common import EvalOptions, bootstrap_mean, build_conditions, generate_texts
 from valuemech.evals.pvq import PVQItem, builtin_items, load_items
-from valuemech.judges import get_judge
+from valuemech.judges import check_judge, get_judge
 from valuemech.models.loading import LoadedModel
 from valuemech.rundir import RunDir
 from valuemech.values import VALUES
@@ -52,6 +52,13 @@ def _summary(scored: list[dict]) -> dict:
 
 #: The evaluation's settings (the shared ones: see valuemech.evals.common).
 Options = EvalOptions
+
+
+def check_options(opts: EvalOptions) -> None:
+    """The item file and the scoring judge's settings, before any work (the registry's ``check_options``)."""
+    if opts.items:
+        load_items(opts.items)
+    check_judge(pick_judge(opts.judge, None)[0], opts.judge_options, "freeform judge")
 
 
 def evaluate(lm: LoadedModel, source, opts: EvalOptions, run: RunDir | None = None,

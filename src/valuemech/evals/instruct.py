@@ -240,6 +240,12 @@ def _per_instruction(prompts: list[IFPrompt], per_item: list[list[bool]], sample
 Options = EvalOptions
 
 
+def check_options(opts: EvalOptions) -> None:
+    """The prompt file, read before any work (the registry's ``check_options``)."""
+    if opts.items:
+        load_prompts(opts.items)
+
+
 def evaluate(lm: LoadedModel, source: SteeringSource, opts: EvalOptions, run: RunDir | None = None,
              neurons: dict | None = None) -> dict:
     """Baseline, mean-delta at every α of ``opts.alphas`` (and a same-norm random direction per α).

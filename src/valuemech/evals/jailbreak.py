@@ -35,6 +35,7 @@ from typing import Callable, ContextManager
 
 from valuemech.errors import ValuemechError
 from valuemech.io import parse_json, parse_jsonl, read_text
+from valuemech.judges import check_judge_options
 from valuemech.judges.llm import YesNoEndpoint
 from valuemech.evals.common import (EvalOptions, baseline, check_components, chosen_settings, generate_texts,
                                     layer_alpha, over_alphas, refuse_vector_file, summarise)
@@ -201,16 +202,28 @@ class RefusalJudge(YesNoEndpoint):
                         f"llm refusal judge: cannot reach {self.client.base_url}")
 
 
-def refusal_judge(opts: EvalOptions) -> RefusalJudge | None:
-    """The llm judge when ``opts.judge == "llm"``; None for the matcher alone (``None`` or ``"matcher"``)."""
+def check_refusal_judge(opts: EvalOptions) -> bool:
+    """Whether the options ask for the llm refusal judge (its settings checked; nothing built)."""
     if opts.judge in (None, "matcher"):
-        return None
+        return False
     if opts.judge != "llm":
         raise ValuemechError(f"jailbreak judges: the refusal matcher (always) and 'llm'; got {opts.judge!r}")
-    try:
-        return RefusalJudge(**opts.judge_options)
-    except TypeError as exc:
-        raise ValuemechError(f"bad options for the llm refusal judge: {exc}") from None
+    check_judge_options(RefusalJudge, RefusalJudge.OPTIONS, opts.judge_options, "llm refusal judge")
+    return True
+
+
+def refusal_judge(opts: EvalOptions) -> RefusalJudge | None:
+    """The llm judge when ``opts.judge == "llm"``; None for the matcher alone (``None`` or ``"matcher"``)."""
+    return RefusalJudge(**opts.judge_options) if check_refusal_judge(opts) else None
+
+
+def check_options(opts: EvalOptions) -> None:
+    """The request file and the refusal judge's settings, before any work (the registry's ``check_options``)."""
+    if opts.column and not opts.items:
+        raise ValuemechError(f"a request column ({opts.column!r}) needs a dataset file (items)")
+    if opts.items:
+        load_requests(opts.items, opts.column)
+    check_refusal_judge(opts)
 
 
 # --------------------------------------------------------------------------------------------------

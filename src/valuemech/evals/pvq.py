@@ -29,6 +29,7 @@ import torch
 import numpy as np
 
 from valuemech.errors import ValuemechError
+from valuemech.config import N_BOOT
 from valuemech.evals.common import (OPERATOR_HELP, PER_VALUE_DEFAULT, bootstrap_mean, build_conditions,
                                     grid_conditions, opt)
 from valuemech.hooks import check_operator
@@ -405,7 +406,7 @@ class Options:
                                "e.g. to split languages over runs.")
     merge: list[str] | None = opt(help="Comma list of PVQ files under RUN/evals/ written by separate runs (split "
                                        "languages or values) to merge into --out (default pvq.json); loads no model.")
-    n_boot: int = opt(1000, help="Bootstrap resamples of the 95% intervals.")
+    n_boot: int = opt(1000, help="Bootstrap resamples of the 95% intervals.", allowed=N_BOOT)
     progress: bool = opt(True, help="Progress bars.")
 
     def check(self) -> None:
@@ -419,6 +420,12 @@ class Options:
             raise ValuemechError(f"unknown or value-agnostic component {bad[0]!r} for a PVQ gain")
         if not self.items and not self.merge:
             builtin_items([l.strip() for l in self.langs])  # an unknown language fails before the model loads
+
+
+def check_options(opts: Options) -> None:
+    """The item file, read before any work (the registry's ``check_options``)."""
+    if opts.items and not opts.merge:
+        load_items(opts.items)
 
 
 def needs_model(opts: Options) -> bool:

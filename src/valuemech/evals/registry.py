@@ -9,7 +9,8 @@ The module provides (see :class:`EvaluationModule`):
 
 - ``Options``: a dataclass of its settings (most use :class:`~valuemech.evals.common.EvalOptions`);
   each field is a config key of ``evaluate.options`` / ``evaluate.per_eval.<name>`` and a CLI flag
-  (``--field-name``; a field's ``metadata`` may give ``help`` and ``flag``).
+  (``--field-name``; a field's ``metadata`` may give ``help``, ``flag`` and ``allowed``, the range or
+  choices :func:`make_options` checks; a ``check()`` method checks the rest).
 - ``evaluate(lm, source, opts, run=None, neurons=None) -> dict``: the result, JSON-ready, with at
   least ``eval`` (its name), ``settings`` (a mapping; ``model_id`` and ``seconds`` are added),
   ``items`` (per-item results) and ``aggregates`` (the numbers its tables show, with intervals).
@@ -22,7 +23,9 @@ The module provides (see :class:`EvaluationModule`):
 and optionally ``figures(result, out_dir, stem) -> list[Path]`` (PNG files for the report),
 ``needs_model(opts) -> bool`` (default: true), ``output(opts, result) -> str`` (the file it writes under
 ``evals/``; default ``<name>.json``), ``OUTPUTS`` (every file name it may write, for the report;
-default ``(<name>.json,)``) and ``summary(result) -> str`` (what the CLI prints; default ``markdown``).
+default ``(<name>.json,)``), ``summary(result) -> str`` (what the CLI prints; default ``markdown``) and
+``check_options(opts)`` (reads the inputs the options name, a dataset file or a judge's settings, so that a
+bad one fails before any work: :func:`checked_options` calls it).
 ``ARCHITECTURE.md`` shows a complete 30-line example.
 """
 
@@ -36,7 +39,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Protocol
 
-from valuemech.config import EvaluateConfig, matches_type
+from valuemech.config import EvaluateConfig, Range, check_fields, check_value, matches_type
 from valuemech.errors import ValuemechError
 
 
@@ -157,12 +160,40 @@ def make_options(raw: dict | None, name: str | None = None, strict: bool = True)
     for key, value in raw.items():
         want = str(fields[key].type)
         if not matches_type(value, want):
-            raise ValuemechError(f"evaluation option {key} must be {want}, not {type(value).__name__}")
+            raise ValuemechError(f"{option_label(fields[key])} must be {want}, not {type(value).__name__}")
     opts = options_type(**raw)
+    check_fields(opts, option_label)
     check = getattr(opts, "check", None)
     if check is not None:
         check()
     return opts
+
+
+def option_label(f: dataclasses.Field) -> str:
+    """How errors name an option: its config key and its CLI flag."""
+    return f"evaluation option {f.name} ({(f.metadata or {}).get('flag') or '--' + f.name.replace('_', '-')})"
+
+
+def checked_options(raw: dict | None, name: str) -> Any:
+    """:func:`make_options`, then the evaluation's own ``check_options(opts)`` (the dataset or judge its
+    options name): everything about the options that can fail, before a model loads."""
+    opts = make_options(raw, name)
+    check = getattr(get_eval(name).load(), "check_options", None)
+    if check is not None:
+        check(opts)
+    return opts
+
+
+def check_layers(layers: Any, n_layers: int) -> None:
+    """Blocks named by ``layers`` (an int, a list of them, or options whose ``layer`` / ``layers`` fields
+    name them) lie in ``-n_layers..n_layers - 1``: checked against a run's vectors before a model loads."""
+    rule = Range(-n_layers, n_layers - 1)
+    if dataclasses.is_dataclass(layers):
+        for f in dataclasses.fields(layers):
+            if f.name in ("layer", "layers"):
+                check_value(rule, option_label(f) + f" (blocks out of range: this model has 0..{n_layers - 1})", getattr(layers, f.name))
+    elif layers is not None:
+        check_value(rule, f"--layer (blocks out of range: this model has 0..{n_layers - 1})", layers)
 
 
 def options_for(name: str, evaluate: EvaluateConfig) -> Any:
@@ -184,7 +215,10 @@ def check_config(evaluate: EvaluateConfig) -> None:
     if bad:
         raise ValuemechError(f"unknown evaluation option {bad[0]!r}; known: {', '.join(sorted(known))}")
     for name in dict.fromkeys([*evaluate.evals, *evaluate.per_eval]):
-        options_for(name, evaluate)
+        try:
+            checked_options({**_shared_for(name, evaluate.options), **evaluate.per_eval.get(name, {})}, name)
+        except ValuemechError as exc:
+            raise ValuemechError(f"config section evaluate ({name}): {exc}") from None
 
 
 def ordered(names: list[str]) -> list[str]:
@@ -202,6 +236,7 @@ def run_eval(name: str, lm, source, opts: Any, run=None) -> dict:
     neurons = None
     if run is not None and getattr(opts, "beta", 0) and run.neurons_json.exists():
         neurons = run.load_neurons()
+    inputs = run.inputs_of("evals/") if run is not None and run.components.exists() else None
     t0 = time.perf_counter()
     result = module.evaluate(lm, source, opts, run=run, neurons=neurons)
     missing = [k for k in RESULT_KEYS if k not in result]
@@ -211,6 +246,8 @@ def run_eval(name: str, lm, source, opts: Any, run=None) -> dict:
     result["settings"]["seconds"] = round(time.perf_counter() - t0, 1)
     if lm is not None:
         result["settings"]["dtype"] = str(next(lm.model.parameters()).dtype).removeprefix("torch.")
+    if inputs is not None:
+        result["inputs"] = inputs  # the components it steered with (rundir.LINEAGE)
     if run is not None:
         run.write_eval(ev.output(opts, result), result)
     return result

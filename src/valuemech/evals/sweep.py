@@ -15,6 +15,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from valuemech.config import AT_LEAST_0, AT_LEAST_1, Range
 from valuemech.errors import ValuemechError
 from valuemech.evals.capability import (SCORINGS, builtin_mc, guard, load_mmlu_csv, mc_accuracy,
                                         neutral_texts, next_token_logprobs)
@@ -34,9 +35,9 @@ class Options:
     layers: list[int] | None = opt(help="Blocks (comma list; default: the middle block).")
     alphas: list[float] = opt(factory=lambda: [0.05, 0.1, 0.2, 0.4, 0.8], help="Relative α grid (x residual norm).")
     probe_value: str = opt("benevolence", help="Value whose components are swept.")
-    max_drop: float = opt(5.0, help="Largest accuracy drop allowed (points).")
-    max_kl: float | None = opt(help="Largest KL on neutral text allowed.")
-    n_items: int = opt(80, help="Multiple-choice items used by the guard.")
+    max_drop: float = opt(5.0, help="Largest accuracy drop allowed (points).", allowed=Range(0, 100))
+    max_kl: float | None = opt(help="Largest KL on neutral text allowed.", allowed=AT_LEAST_0)
+    n_items: int = opt(80, help="Multiple-choice items used by the guard.", allowed=AT_LEAST_1)
     mc_scoring: str = opt("cloze", help="cloze (likelihood of each option's text) or letter (most probable of "
                                         "A-D after the listed options).")
     mmlu: str | None = opt(help="MMLU CSV file, or a directory of them, instead of the built-in items.")
@@ -58,6 +59,12 @@ def mmlu_items(path: str) -> list:
     if not files:
         raise ValuemechError(f"--mmlu: no .csv files in {root}")
     return [it for f in files for it in load_mmlu_csv(f)]
+
+
+def check_options(opts: Options) -> None:
+    """The MMLU files, read before any work (the registry's ``check_options``)."""
+    if opts.mmlu is not None:
+        mmlu_items(opts.mmlu)
 
 
 def evaluate(lm: LoadedModel, source: SteeringSource, opts: Options, run: RunDir | None = None,

@@ -138,6 +138,12 @@ def value_scores(responses: list[PortraitResponse], ratings, threshold: float = 
 Options = EvalOptions
 
 
+def check_options(opts: EvalOptions) -> None:
+    """The dataset file, read before any work (the registry's ``check_options``)."""
+    if opts.items:
+        load_value_portrait(opts.items)
+
+
 def evaluate(lm: LoadedModel, source, opts: EvalOptions, run: RunDir | None = None,
              neurons: dict | None = None, threshold: float = 0.3) -> dict:
     """Baseline value profile, and each condition's change of the target value's score (steered towards it)."""

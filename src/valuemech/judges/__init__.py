@@ -2,16 +2,81 @@
 
 from __future__ import annotations
 
-from typing import Any
+import inspect
+from typing import Any, Callable
 
+from valuemech.config import short
 from valuemech.errors import ValuemechError
 from valuemech.judges.base import Judge, JudgeResult
 
 from valuemech.judges.names import JUDGES
 
 
+def judge_class(name: str) -> tuple[type, Callable]:
+    """The class of judge ``name`` and the callable its options are passed to (unknown: one-line error)."""
+    if name == "lexicon":
+        from valuemech.judges.lexicon import LexiconJudge
+        return LexiconJudge, LexiconJudge
+    if name == "random":
+        from valuemech.judges.random_judge import RandomJudge
+        return RandomJudge, RandomJudge
+    if name == "embedding":
+        from valuemech.judges.embedding import EmbeddingJudge
+        return EmbeddingJudge, EmbeddingJudge
+    if name == "llm":
+        from valuemech.judges.llm import LLMJudge
+        return LLMJudge, LLMJudge
+    if name == "self":
+        from valuemech.judges.self_judge import SelfJudge
+        return SelfJudge, SelfJudge
+    if name == "ensemble":
+        from valuemech.judges.ensemble import EnsembleJudge, build_ensemble
+        return EnsembleJudge, build_ensemble
+    raise ValuemechError(f"unknown judge {short(name)}; known: {', '.join(JUDGES)}")
+
+
+def check_judge_options(make: Callable, allowed: dict, options: Any, where: str) -> None:
+    """``options`` for ``make`` (a judge class or builder): names and types from its signature, ``allowed``
+    ranges and choices, and the API key's environment variable when it takes ``api_key_env``."""
+    from valuemech.config import check_call
+
+    check_call(make, options, where, allowed, skip=("self", "lm", "make"))
+    params = inspect.signature(make).parameters
+    if "api_key_env" in params:
+        from valuemech.openai_client import check_key_env
+
+        check_key_env(options.get("api_key_env", params["api_key_env"].default), where)
+
+
+def check_judge(name: Any, options: Any = None, where: str = "judge") -> None:
+    """Judge ``name`` and its ``options`` checked without building it (no model loaded, no request sent):
+    option names and types from the constructor, ranges and choices from the class's ``OPTIONS``, the
+    API key's environment variable of an endpoint judge, the model of the ``self`` judge, every member
+    of an ensemble."""
+    if not isinstance(name, str):
+        raise ValuemechError(f"{where} name must be a string, not {short(name)}")
+    cls, make = judge_class(name)
+    options = {} if options is None else options
+    where = f"{where} {name}"
+    if name == "self" and isinstance(options, dict) and "model" in options:
+        from valuemech.models.catalog import check_model_name
+
+        if not isinstance(options["model"], str):
+            raise ValuemechError(f"{where} option model must be a model name")
+        check_model_name(options["model"])
+        options = {k: v for k, v in options.items() if k != "model"}
+    check_judge_options(make, getattr(cls, "OPTIONS", {}), options, where)
+    if name == "ensemble":
+        from valuemech.judges.ensemble import member_specs
+
+        for member, opts in member_specs(options.get("members")):
+            check_judge(member, opts, f"{where} member")
+
+
 def get_judge(name: str, options: dict[str, Any] | None = None, lm=None) -> Judge:
-    """Build a judge by name. ``self`` judges with ``lm`` (or loads ``options["model"]``)."""
+    """Build a judge by name (checked first by :func:`check_judge`). ``self`` judges with ``lm`` (or
+    loads ``options["model"]``)."""
+    check_judge(name, options)
     options = dict(options or {})
     try:
         if name == "lexicon":
@@ -36,7 +101,7 @@ def get_judge(name: str, options: dict[str, Any] | None = None, lm=None) -> Judg
             return SelfJudge(lm, **options)
         if name == "ensemble":
             from valuemech.judges.ensemble import build_ensemble
-            return build_ensemble(options, lambda n, o: get_judge(n, o, lm))
+            return build_ensemble(lambda n, o: get_judge(n, o, lm), **options)
     except TypeError as exc:
         raise ValuemechError(f"bad options for judge {name!r}: {exc}") from None
     raise ValuemechError(f"unknown judge {name!r}; known: {', '.join(JUDGES)}")

@@ -18,6 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
+from valuemech.config import Range
 from valuemech.errors import ValuemechError
 from valuemech.judges.base import JudgeResult
 
@@ -116,6 +117,8 @@ def shipped_thresholds() -> dict[str, float]:
 
 class EmbeddingJudge:
     """Max cosine to value descriptions; per-value thresholds (see the module docstring)."""
+
+    OPTIONS = {"threshold": Range(-1, 1), "thresholds": Range(-1, 1)}
 
     def __init__(self, threshold: float | None = None, thresholds: dict[str, float] | None = None) -> None:
         self.thresholds = dict(thresholds or shipped_thresholds())

@@ -8,8 +8,9 @@ share of deciding members voting yes (NaN when all abstain).
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Callable, Sequence
 
+from valuemech.config import OneOf
 from valuemech.errors import ValuemechError
 from valuemech.judges.base import Judge, JudgeResult
 
@@ -18,6 +19,8 @@ RULES = ("majority", "any", "all")
 
 class EnsembleJudge:
     """Votes of several judges combined by a documented rule."""
+
+    OPTIONS = {"rule": OneOf(RULES)}
 
     def __init__(self, members: Sequence[Judge], rule: str = "majority") -> None:
         if rule not in RULES:
@@ -47,13 +50,22 @@ class EnsembleJudge:
         return JudgeResult(scores, expressed, failures)
 
 
-def build_ensemble(options: dict[str, Any], make) -> EnsembleJudge:
-    """``options = {"members": ["lexicon", {"name": "embedding", "options": {...}}], "rule": ...}``."""
-    members = []
-    for spec in options.get("members", ["lexicon", "embedding"]):
-        if isinstance(spec, str):
-            spec = {"name": spec}
-        if spec.get("name") == "ensemble":
+def member_specs(members: list[str | dict] | None) -> list[tuple[str, dict]]:
+    """``(name, options)`` of each member (``"lexicon"`` or ``{"name": ..., "options": {...}}``), checked."""
+    out = []
+    for spec in ["lexicon", "embedding"] if members is None else members:
+        spec = {"name": spec} if isinstance(spec, str) else spec
+        if not isinstance(spec.get("name"), str) or not set(spec) <= {"name", "options"}:
+            raise ValuemechError("judge ensemble: each member is a judge name or {name: ..., options: {...}}")
+        if spec["name"] == "ensemble":
             raise ValuemechError("an ensemble cannot contain another ensemble")
-        members.append(make(spec["name"], spec.get("options", {})))
-    return EnsembleJudge(members, options.get("rule", "majority"))
+        out.append((spec["name"], spec.get("options", {})))
+    if len(out) < 2:
+        raise ValuemechError("an ensemble needs at least two member judges")
+    return out
+
+
+def build_ensemble(make: Callable[[str, dict], Judge], members: list[str | dict] | None = None,
+                   rule: str = "majority") -> EnsembleJudge:
+    """Options ``{"members": ["lexicon", {"name": "embedding", "options": {...}}], "rule": ...}``."""
+    return EnsembleJudge([make(n, o) for n, o in member_specs(members)], rule)

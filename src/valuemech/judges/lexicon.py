@@ -14,6 +14,7 @@ from functools import lru_cache
 from importlib import resources
 from typing import Sequence
 
+from valuemech.config import AT_LEAST_1, OneOf, Range
 from valuemech.errors import ValuemechError
 from valuemech.judges.base import JudgeResult
 from valuemech.values import canonical_value
@@ -49,6 +50,8 @@ def count_hits(text: str, lang: str = "en") -> tuple[dict[str, int], int]:
 
 class LexiconJudge:
     """Dictionary hits per value; see the module docstring for the threshold rule."""
+
+    OPTIONS = {"min_hits": AT_LEAST_1, "min_rate": Range(0, 100), "on_unsupported": OneOf(("error", "skip"))}
 
     def __init__(self, min_hits: int = 1, min_rate: float = 0.0, on_unsupported: str = "error") -> None:
         if on_unsupported not in ("error", "skip"):

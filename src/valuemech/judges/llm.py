@@ -24,7 +24,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
 
+from valuemech.config import AT_LEAST_1, HTTP_URL, POSITIVE, Range
 from valuemech.errors import ValuemechError
+from valuemech.io import make_dir
 from valuemech.judges.base import JudgeResult
 from valuemech.openai_client import ChatClient, RequestFailed
 from valuemech.values import DEFINITIONS
@@ -51,9 +53,13 @@ class AnswerCache:
     """A tiny thread-safe SQLite key-value store."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), check_same_thread=False)
-        self._db.execute("CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, answer TEXT)")
+        self.path = path
+        make_dir(path.parent)
+        try:
+            self._db = sqlite3.connect(str(path), check_same_thread=False)
+            self._db.execute("CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, answer TEXT)")
+        except sqlite3.Error as exc:  # a read-only or full disk, not a database
+            raise ValuemechError(f"{path}: cannot open the answer cache ({exc})") from None
         self._lock = threading.Lock()
 
     def get(self, key: str) -> str | None:
@@ -63,8 +69,11 @@ class AnswerCache:
 
     def put(self, key: str, answer: str) -> None:
         with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO answers VALUES (?, ?)", (key, answer))
-            self._db.commit()
+            try:
+                self._db.execute("INSERT OR REPLACE INTO answers VALUES (?, ?)", (key, answer))
+                self._db.commit()
+            except sqlite3.Error as exc:
+                raise ValuemechError(f"{self.path}: cannot write the answer cache ({exc})") from None
 
 
 def ask_yes_no(client: ChatClient, cache: AnswerCache, name: str, body: dict) -> tuple[bool | None, str]:
@@ -92,6 +101,8 @@ class YesNoEndpoint:
     """
 
     WHO, KIND = "yes/no endpoint", "yes-no"
+    OPTIONS = {"base_url": HTTP_URL, "concurrency": Range(1, 1024), "timeout": POSITIVE, "retries": Range(0, 100),
+               "backoff": Range(0, 60), "max_tokens": AT_LEAST_1}
 
     def __init__(self, base_url: str = "https://api.openai.com/v1", model: str = "gpt-4o-mini",
                  api_key_env: str | None = "OPENAI_API_KEY", concurrency: int = 4,

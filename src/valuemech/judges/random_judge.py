@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 from typing import Sequence
 
+from valuemech.config import SEED, Range
 from valuemech.errors import ValuemechError
 from valuemech.judges.base import JudgeResult
 
@@ -20,6 +21,8 @@ def _uniform(*parts: str) -> float:
 
 class RandomJudge:
     """Each (text, value) is expressed with probability ``rate``."""
+
+    OPTIONS = {"rate": Range(0, 1, lo_open=True, hi_open=True), "seed": SEED}
 
     def __init__(self, rate: float = 0.3, seed: int = 0) -> None:
         if not 0.0 < rate < 1.0:

@@ -14,6 +14,7 @@ from typing import Sequence
 import torch
 from tqdm.auto import tqdm
 
+from valuemech.config import AT_LEAST_1, Range
 from valuemech.judges.base import JudgeResult
 from valuemech.models.loading import LoadedModel
 from valuemech.values import DEFINITIONS
@@ -29,6 +30,8 @@ def _first_ids(tokenizer, words: Sequence[str]) -> list[int]:
 
 class SelfJudge:
     """The model under study as its own binary judge."""
+
+    OPTIONS = {"threshold": Range(0, 1), "batch_size": AT_LEAST_1}
 
     def __init__(self, lm: LoadedModel, threshold: float = 0.5, batch_size: int = 16,
                  progress: bool = True) -> None:

@@ -83,6 +83,18 @@ def check_model_name(name: str) -> None:
         raise ValuemechError(
             f"unknown model {name!r}: not an embedded model ({', '.join(CATALOG)}), "
             f"not tiny-<family>, not a local directory, and not a Hugging Face id (owner/name)")
+    if os.environ.get("HF_HUB_OFFLINE") == "1" and not _in_hf_cache(name):
+        raise ValuemechError(f"cannot load model {name!r}: HF_HUB_OFFLINE=1 and it is not in the local cache")
+
+
+def _in_hf_cache(repo_id: str) -> bool:
+    """Whether the Hugging Face cache holds ``repo_id``'s config.json (no network)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except Exception:  # an id the hub library rejects (bad characters): the loader names the problem
+        return True
 
 
 def cache_root() -> Path:

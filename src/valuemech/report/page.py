@@ -141,6 +141,8 @@ def _preflight(run: RunDir) -> None:
         if path.exists():
             load()
     tables.run_markdown(run)  # every evals/*.json in the shape its table needs
+    for path in sorted(run.evals.glob("*.json")):
+        run.check_fresh(path)  # and computed from the components beside it
 
 
 def _evaluation_sections(run: RunDir, figs: Path) -> list[str]:
