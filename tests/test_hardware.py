@@ -60,6 +60,7 @@ def test_a_run_records_the_resolved_dtype_and_a_resume_keeps_it(tmp_path, monkey
 
     from valuemech.errors import ValuemechError
 
+    (tmp_path / "run" / "labels.jsonl").write_text("{}\n")  # once it holds an artifact (an empty run may be corrected)
     with pytest.raises(ValuemechError, match="model.dtype"):
         open_run(tmp_path / "run", make_config("quick", {"data": {"n_queries": 2}, "model": {"dtype": "float32"}}))
 
