@@ -129,7 +129,14 @@ def test_repeng_applies_the_exported_file_where_valuemech_steers(run, tiny_llama
     assert torch.equal(ours, theirs)
 
 
-@pytest.mark.parametrize("fmt", ["gguf", "safetensors", "steering-vectors"])
+def test_a_steering_vectors_pickle_is_not_read_back(run, tmp_path):
+    out = tmp_path / "v.pt"
+    export(run, out, "steering-vectors", "mean_delta", None, [1], alpha=0.2)
+    with pytest.raises(ValuemechError, match="pickle, which valuemech does not load"):
+        read_vector_file(out)
+
+
+@pytest.mark.parametrize("fmt", ["gguf", "safetensors"])
 def test_import_back_steers_exactly_like_the_original(run, tiny_llama, tmp_path, fmt):
     lm = tiny_llama
     out = tmp_path / f"v.{fmt}"

@@ -142,7 +142,7 @@ def _gguf_bytes(cv: ControlVector) -> bytes:
 
 def read_vector_file(path: Path | str) -> ControlVector:
     """A GGUF control vector (llama.cpp, repeng, valuemech), a safetensors file of ``direction.<block>``
-    tensors, or a steering-vectors ``.pt`` file (``layer_activations``), recognised by content."""
+    tensors, recognised by content (a steering-vectors ``.pt`` pickle is refused with a one-line error)."""
     path = Path(path)
     if not path.is_file():
         raise ValuemechError(f"{path} does not exist")
@@ -203,9 +203,7 @@ def _read_safetensors(path: Path) -> tuple[dict[int, torch.Tensor], dict[str, st
 
 
 def _read_steering_vectors(path: Path) -> tuple[dict[int, torch.Tensor], dict[str, str]]:
-    data = torch.load(str(path), map_location="cpu", weights_only=True)
-    acts = data.get("layer_activations") if isinstance(data, dict) else None
-    if not isinstance(acts, dict) or data.get("layer_type", "decoder_block") != "decoder_block":
-        raise ValuemechError(f"{path}: not a steering-vectors file (layer_activations of decoder blocks)")
-    meta = data.get("metadata") or {}
-    return {int(b): torch.as_tensor(v) for b, v in acts.items()}, {str(k): str(v) for k, v in meta.items()}
+    """steering-vectors files are ``torch.save`` pickles, which valuemech never unpickles (it loads
+    safetensors and GGUF only): a one-line error pointing at the formats it reads."""
+    raise ValuemechError(f"{path}: a steering-vectors file is a pickle, which valuemech does not load; export "
+                         "the vector with --format safetensors or gguf to read it back")
