@@ -129,14 +129,7 @@ def test_repeng_applies_the_exported_file_where_valuemech_steers(run, tiny_llama
     assert torch.equal(ours, theirs)
 
 
-def test_a_steering_vectors_pickle_is_not_read_back(run, tmp_path):
-    out = tmp_path / "v.pt"
-    export(run, out, "steering-vectors", "mean_delta", None, [1], alpha=0.2)
-    with pytest.raises(ValuemechError, match="pickle, which valuemech does not load"):
-        read_vector_file(out)
-
-
-@pytest.mark.parametrize("fmt", ["gguf", "safetensors"])
+@pytest.mark.parametrize("fmt", ["gguf", "safetensors", "steering-vectors"])
 def test_import_back_steers_exactly_like_the_original(run, tiny_llama, tmp_path, fmt):
     lm = tiny_llama
     out = tmp_path / f"v.{fmt}"
@@ -154,13 +147,17 @@ def test_import_back_steers_exactly_like_the_original(run, tiny_llama, tmp_path,
 
 def test_steering_vectors_library_applies_the_file_like_valuemech(run, tiny_llama, tmp_path):
     sv = pytest.importorskip("steering_vectors", reason="steering-vectors is installed by `make bench-env`")
-    out = tmp_path / "v.pt"
+    from safetensors import safe_open
+
+    out = tmp_path / "v.safetensors"
     export(run, out, "steering-vectors", "mean_delta", None, [1], alpha=0.2)
-    data = torch.load(out, weights_only=True)
+    with safe_open(str(out), framework="pt") as fh:  # as a steering-vectors user would load it
+        acts = {int(k.split(".")[1]): fh.get_tensor(k) for k in fh.keys()}
+        layer_type = fh.metadata()["layer_type"]
     ids, _ = encode(tiny_llama, ["Is money important?"])
     with steer(tiny_llama, run_source(run, tiny_llama), "mean_delta", None, 1, alpha=0.2):
         ours = logits(tiny_llama, ids)
-    vec = sv.SteeringVector(data["layer_activations"], data["layer_type"])
+    vec = sv.SteeringVector(acts, layer_type)
     with vec.apply(tiny_llama.model):
         theirs = logits(tiny_llama, ids)
     assert torch.equal(ours, theirs)

@@ -1,8 +1,8 @@
 """``valuemech export``: a run's steering vector as a file other tools steer with.
 
 Formats (:mod:`valuemech.vectorfile`): ``gguf`` (llama.cpp's control-vector format, also read by
-repeng, Ollama and other llama.cpp front ends), ``steering-vectors`` (a ``torch.save`` of
-``layer_activations`` for ``steering_vectors.SteeringVector``), ``safetensors`` (``direction.<block>``).
+repeng, Ollama and other llama.cpp front ends), ``steering-vectors`` (safetensors of
+``layer_activations.<block>`` for ``steering_vectors.SteeringVector``), ``safetensors`` (``direction.<block>``).
 
 Block numbering: ``direction.N`` in the file is valuemech block N, the output of decoder block N
 (0-based), which is what llama.cpp adds ``direction.N`` to (see :mod:`valuemech.vectorfile` for the

@@ -17,6 +17,11 @@ So ``direction.N`` is valuemech block N, with no shift, and valuemech block 0 ha
 equivalent (refused when writing GGUF). repeng's ``ControlVector.directions[N]`` (added to the output of
 ``model.layers[N]``) and steering-vectors' ``layer_activations[N]`` (``decoder_block`` N) use the same N.
 
+Formats: ``gguf`` (above); ``safetensors``, tensors ``direction.<block>``; ``steering-vectors``, a
+safetensors file of ``layer_activations.<block>`` with metadata ``layer_type = decoder_block``, for
+``SteeringVector({int(k.split(".")[1]): v for k, v in load_file(f).items()}, "decoder_block")`` (the
+library has no file format of its own; valuemech never writes or reads a pickle).
+
 GGUF metadata: ``general.architecture = controlvector``, ``controlvector.model_hint`` (the model id;
 repeng requires it), ``controlvector.layer_count`` (the number of direction tensors), and every entry
 of :attr:`ControlVector.metadata` as ``valuemech.<key>`` strings (model id, weights sha256, block
@@ -26,7 +31,6 @@ numbering, component, values, α). llama.cpp reads only the tensors; the keys ar
 
 from __future__ import annotations
 
-import io
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,15 +107,12 @@ def write_vector_file(cv: ControlVector, path: Path, fmt: str = "gguf") -> Path:
     path = Path(path)
     if fmt == "gguf":
         data = _gguf_bytes(cv)
-    elif fmt == "safetensors":
+    elif fmt in ("safetensors", "steering-vectors"):  # never a pickle: steering-vectors gets safetensors too
         from safetensors.torch import save
 
-        data = save({f"direction.{b}": v for b, v in cv.directions.items()}, metadata=dict(cv.metadata))
-    elif fmt == "steering-vectors":
-        buf = io.BytesIO()
-        torch.save({"layer_activations": dict(cv.directions), "layer_type": "decoder_block",
-                    "metadata": dict(cv.metadata)}, buf)
-        data = buf.getvalue()
+        prefix = "direction" if fmt == "safetensors" else "layer_activations"
+        meta = dict(cv.metadata) | ({"layer_type": "decoder_block"} if fmt == "steering-vectors" else {})
+        data = save({f"{prefix}.{b}": v for b, v in cv.directions.items()}, metadata=meta)
     else:
         raise ValuemechError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
     atomic_write_bytes(path, data)
@@ -141,18 +142,16 @@ def _gguf_bytes(cv: ControlVector) -> bytes:
 
 
 def read_vector_file(path: Path | str) -> ControlVector:
-    """A GGUF control vector (llama.cpp, repeng, valuemech), a safetensors file of ``direction.<block>``
-    tensors, recognised by content (a steering-vectors ``.pt`` pickle is refused with a one-line error)."""
+    """A GGUF control vector (llama.cpp, repeng, valuemech), or a safetensors file of ``direction.<block>``
+    (or steering-vectors' ``layer_activations.<block>``) tensors, recognised by content."""
     path = Path(path)
     if not path.is_file():
         raise ValuemechError(f"{path} does not exist")
     with open(path, "rb") as fh:
-        head = fh.read(8)
+        head = fh.read(4)
     try:
-        if head[:4] == b"GGUF":
+        if head == b"GGUF":
             directions, meta = _read_gguf(path)
-        elif head[:4] == b"PK\x03\x04":
-            directions, meta = _read_steering_vectors(path)
         else:
             directions, meta = _read_safetensors(path)
     except ValuemechError:
@@ -163,10 +162,10 @@ def read_vector_file(path: Path | str) -> ControlVector:
     return ControlVector(directions, meta, source=path)
 
 
-def _block(name: str, path: Path) -> int:
+def _block(name: str, path: Path, prefixes: tuple[str, ...] = ("direction",)) -> int:
     prefix, _, num = name.partition(".")
-    if prefix != "direction" or not num.isdigit():
-        raise ValuemechError(f"{path}: unexpected tensor {one_line(name)[:60]!r} (not direction.<block>)")
+    if prefix not in prefixes or not num.isdigit():
+        raise ValuemechError(f"{path}: unexpected tensor {one_line(name)[:60]!r} (not {'|'.join(prefixes)}.<block>)")
     return int(num)
 
 
@@ -194,16 +193,14 @@ def _read_gguf(path: Path) -> tuple[dict[int, torch.Tensor], dict[str, str]]:
 
 
 def _read_safetensors(path: Path) -> tuple[dict[int, torch.Tensor], dict[str, str]]:
+    """``direction.<block>`` tensors, or steering-vectors' ``layer_activations.<block>`` (decoder blocks)."""
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as fh:
         meta = dict(fh.metadata() or {})
-        directions = {_block(k, path): fh.get_tensor(k) for k in fh.keys()}
+        if meta.get("layer_type", "decoder_block") != "decoder_block":
+            raise ValuemechError(f"{path}: layer_type {one_line(meta['layer_type'])[:40]!r}; only decoder_block "
+                                 "(the output of a decoder block) is a valuemech block")
+        directions = {_block(k, path, ("direction", "layer_activations")): fh.get_tensor(k) for k in fh.keys()}
+    meta.pop("layer_type", None)
     return directions, meta
-
-
-def _read_steering_vectors(path: Path) -> tuple[dict[int, torch.Tensor], dict[str, str]]:
-    """steering-vectors files are ``torch.save`` pickles, which valuemech never unpickles (it loads
-    safetensors and GGUF only): a one-line error pointing at the formats it reads."""
-    raise ValuemechError(f"{path}: a steering-vectors file is a pickle, which valuemech does not load; export "
-                         "the vector with --format safetensors or gguf to read it back")
