@@ -187,14 +187,15 @@ class Pipeline:
         atomic_write_json(self.run.neurons_json, report)
         return {"classified": {c: sum(report["counts_per_layer"][c]) for c in report["counts_per_layer"]}}
 
-    def evaluate(self) -> dict:
+    def evaluate(self, force: bool = False) -> dict:
         """The configured evaluations not yet done (``evals/<file>`` missing or computed from other
-        components), in registry order; the model is loaded only for an evaluation that needs it."""
+        components; with ``force`` every one), in registry order; the model is loaded only for an
+        evaluation that needs it."""
         from valuemech.steering import SteeringSource
 
         done, source, checked = [], None, False
         for name in registry.ordered(self.cfg.evaluate.evals):
-            if _eval_problem(self.run, name, self.cfg) is None:
+            if not force and _eval_problem(self.run, name, self.cfg) is None:
                 continue
             opts = registry.options_for(name, self.cfg.evaluate)
             if hasattr(opts, "progress"):

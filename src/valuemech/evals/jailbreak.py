@@ -395,7 +395,7 @@ def evaluate(lm: LoadedModel, source: SteeringSource, opts: EvalOptions, run: Ru
         "alphas": [float(a) for a in opts.alphas],
         "operator": opts.operator,
         "conditions": {row.name: row.settings() for row in rows},
-        "guard": {"sweep": str(run.eval_path("sweep.json")) if sweep else None,
+        "guard": {"sweep": run.relative(run.eval_path("sweep.json")) if sweep else None,  # no path: runs compare
                   "sweep_probe_value": (sweep or {}).get("probe_value"), "computed": compute.settings(),
                   "note": "sweep point when present; else computed here for mean_delta and random; "
                           "per-value rows from the sweep only"},

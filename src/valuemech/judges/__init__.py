@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from typing import Any, Callable
 
@@ -12,27 +13,32 @@ from valuemech.judges.base import Judge, JudgeResult
 from valuemech.judges.names import JUDGES
 
 
-def judge_class(name: str) -> tuple[type, Callable]:
-    """The class of judge ``name`` and the callable its options are passed to (unknown: one-line error)."""
-    if name == "lexicon":
-        from valuemech.judges.lexicon import LexiconJudge
-        return LexiconJudge, LexiconJudge
-    if name == "random":
-        from valuemech.judges.random_judge import RandomJudge
-        return RandomJudge, RandomJudge
-    if name == "embedding":
-        from valuemech.judges.embedding import EmbeddingJudge
-        return EmbeddingJudge, EmbeddingJudge
-    if name == "llm":
-        from valuemech.judges.llm import LLMJudge
-        return LLMJudge, LLMJudge
-    if name == "self":
-        from valuemech.judges.self_judge import SelfJudge
-        return SelfJudge, SelfJudge
+#: Each judge's module and class, imported when the judge is used.
+CLASSES: dict[str, tuple[str, str]] = {
+    "lexicon": ("valuemech.judges.lexicon", "LexiconJudge"),
+    "embedding": ("valuemech.judges.embedding", "EmbeddingJudge"),
+    "llm": ("valuemech.judges.llm", "LLMJudge"),
+    "self": ("valuemech.judges.self_judge", "SelfJudge"),
+    "ensemble": ("valuemech.judges.ensemble", "EnsembleJudge"),
+    "random": ("valuemech.judges.random_judge", "RandomJudge"),
+}
+
+
+def judge_class(name: str) -> type:
+    """The class of judge ``name`` (unknown: a one-line error)."""
+    if name not in CLASSES:
+        raise ValuemechError(f"unknown judge {short(name)}; known: {', '.join(JUDGES)}")
+    module, cls = CLASSES[name]
+    return getattr(importlib.import_module(module), cls)
+
+
+def _builder(name: str) -> Callable:
+    """What a judge's options are passed to: its class, or for an ensemble the builder of its members."""
     if name == "ensemble":
-        from valuemech.judges.ensemble import EnsembleJudge, build_ensemble
-        return EnsembleJudge, build_ensemble
-    raise ValuemechError(f"unknown judge {short(name)}; known: {', '.join(JUDGES)}")
+        from valuemech.judges.ensemble import build_ensemble
+
+        return build_ensemble
+    return judge_class(name)
 
 
 def check_judge_options(make: Callable, allowed: dict, options: Any, where: str) -> None:
@@ -55,7 +61,7 @@ def check_judge(name: Any, options: Any = None, where: str = "judge") -> None:
     of an ensemble."""
     if not isinstance(name, str):
         raise ValuemechError(f"{where} name must be a string, not {short(name)}")
-    cls, make = judge_class(name)
+    cls, make = judge_class(name), _builder(name)
     options = {} if options is None else options
     where = f"{where} {name}"
     if name == "self" and isinstance(options, dict) and "model" in options:
@@ -79,32 +85,18 @@ def get_judge(name: str, options: dict[str, Any] | None = None, lm=None) -> Judg
     check_judge(name, options)
     options = dict(options or {})
     try:
-        if name == "lexicon":
-            from valuemech.judges.lexicon import LexiconJudge
-            return LexiconJudge(**options)
-        if name == "random":
-            from valuemech.judges.random_judge import RandomJudge
-            return RandomJudge(**options)
-        if name == "embedding":
-            from valuemech.judges.embedding import EmbeddingJudge
-            return EmbeddingJudge(**options)
-        if name == "llm":
-            from valuemech.judges.llm import LLMJudge
-            return LLMJudge(**options)
         if name == "self":
-            from valuemech.judges.self_judge import SelfJudge
             if lm is None:
                 from valuemech.models.loading import load_model
                 lm = load_model(options.pop("model", "smollm2-135m"))
             else:
                 options.pop("model", None)
-            return SelfJudge(lm, **options)
+            return judge_class(name)(lm, **options)
         if name == "ensemble":
-            from valuemech.judges.ensemble import build_ensemble
-            return build_ensemble(lambda n, o: get_judge(n, o, lm), **options)
+            return _builder(name)(lambda n, o: get_judge(n, o, lm), **options)
+        return judge_class(name)(**options)
     except TypeError as exc:
         raise ValuemechError(f"bad options for judge {name!r}: {exc}") from None
-    raise ValuemechError(f"unknown judge {name!r}; known: {', '.join(JUDGES)}")
 
 
 __all__ = ["JUDGES", "Judge", "JudgeResult", "get_judge"]
