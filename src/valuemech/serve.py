@@ -1,7 +1,10 @@
 """``valuemech serve``: an OpenAI-compatible HTTP server over any model valuemech can load.
 
-Endpoints: ``GET /v1/models``, ``POST /v1/chat/completions`` (``stream: true`` answers with one
-server-sent content chunk and ``[DONE]``), ``GET /v1/stats`` (request counts, for tests and load
+Endpoints: ``GET /v1/models``, ``GET /v1/models/{id}`` (404 for a model it does not serve),
+``POST /v1/chat/completions`` (``n``, ``stop``, ``max_completion_tokens``, ``seed`` (unseeded
+sampling varies), ``stream`` with ``stream_options.include_usage``; the reply is streamed per choice
+once generated, not token by token; ``tools``, ``response_format``, ``logit_bias``, penalties and
+``logprobs`` are refused with 400, as is any other unknown key), ``GET /v1/stats`` (request counts, for tests and load
 scripts), ``GET /health``. Extensions to the chat request:
 
 - ``guided_choice: ["yes", "no"]`` (as in vLLM): the answer is the choice with the highest total
@@ -32,7 +35,7 @@ from typing import Literal, Optional, Union
 import torch
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from valuemech import hooks
@@ -54,6 +57,8 @@ class Message(BaseModel):
 
 class Steering(BaseModel):
     """Either a vector (``vector``, ``layer``, ``alpha``) or a neuron class (``neurons``, ``beta``)."""
+
+    model_config = ConfigDict(extra="forbid")  # a typo ("relativ") would steer differently than asked
 
     vector: Optional[Union[str, list[str]]] = None  # a list is applied together
     layer: Optional[int] = None
@@ -77,16 +82,68 @@ class Steering(BaseModel):
         return self
 
 
+UNSUPPORTED = ("tools", "tool_choice", "functions", "function_call", "response_format", "logit_bias",
+               "frequency_penalty", "presence_penalty", "logprobs", "top_logprobs", "parallel_tool_calls",
+               "audio", "modalities", "prediction", "reasoning_effort", "web_search_options")
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    include_usage: bool = False
+
+
 class ChatRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a parameter it would not honour is a 400, never ignored
+
     model: Optional[str] = None
     messages: list[Message] = Field(min_length=1)
-    max_tokens: int = Field(128, ge=1, le=4096)
+    max_tokens: Optional[int] = Field(None, ge=1, le=4096)
+    max_completion_tokens: Optional[int] = Field(None, ge=1, le=4096)
     temperature: float = Field(0.0, ge=0.0, le=5.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
+    n: int = Field(1, ge=1, le=16)
+    stop: Optional[Union[str, list[str]]] = None
     seed: Optional[int] = Field(None, ge=0, le=2 ** 63 - 1)  # what torch.manual_seed takes
     stream: bool = False
+    stream_options: Optional[StreamOptions] = None
+    user: Optional[str] = None  # accepted, not used
     guided_choice: Optional[list[str]] = Field(None, min_length=1, max_length=32)
     steering: Optional[Steering] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unsupported(cls, data: object) -> object:
+        if isinstance(data, dict):
+            bad = [k for k in UNSUPPORTED if k in data and data[k] not in (None, 0, False)]
+            if bad:
+                raise ValueError(f"unsupported parameter(s) {', '.join(bad)}: valuemech serve does not honour them")
+        return data
+
+    @model_validator(mode="after")
+    def _checks(self) -> "ChatRequest":
+        stops = self.stop_list()
+        if len(stops) > 4 or any(not s for s in stops):
+            raise ValueError("stop takes 1 to 4 non-empty strings")
+        if self.max_tokens is not None and self.max_completion_tokens is not None \
+                and self.max_tokens != self.max_completion_tokens:
+            raise ValueError("max_tokens and max_completion_tokens differ; give one")
+        if self.stream_options is not None and not self.stream:
+            raise ValueError("stream_options needs stream: true")
+        if self.guided_choice and self.n != 1:
+            raise ValueError("guided_choice answers one choice; n must be 1")
+        return self
+
+    def stop_list(self) -> list[str]:
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+
+    def new_tokens(self) -> int:
+        return self.max_completion_tokens or self.max_tokens or 128
+
+
+def apply_stop(text: str, stops: list[str]) -> tuple[str, bool]:
+    """``text`` cut before the earliest stop string, and whether one was found."""
+    cuts = [i for i in (text.find(s) for s in stops) if i >= 0]
+    return (text[:min(cuts)], True) if cuts else (text, False)
 
 
 class VectorStore:
@@ -227,49 +284,74 @@ def create_app(lm: LoadedModel, run_dir: Path | None = None, model_name: str | N
     def get_stats():
         return dict(stats)
 
+    card = {"id": name, "object": "model", "created": int(time.time()), "owned_by": "valuemech"}
+
     @app.get("/v1/models")
     def models():
         stats["models"] += 1
-        return {"object": "list", "data": [{"id": name, "object": "model", "owned_by": "valuemech"}]}
+        return {"object": "list", "data": [card]}
+
+    @app.get("/v1/models/{model_id:path}")
+    def model(model_id: str):
+        stats["models"] += 1
+        if model_id != name:
+            raise HTTPException(404, f"model {model_id!r} is not served here; this server serves {name!r}")
+        return card
 
     @app.post("/v1/chat/completions")
     def chat(req: ChatRequest):
         stats["chat_completions"] += 1
+        if req.model is not None and req.model != name:
+            raise HTTPException(404, f"model {req.model!r} is not served here; this server serves {name!r}")
         prompt = _prompt_ids(lm, req.messages)
+        max_new = req.new_tokens()
         ctx = getattr(lm.model.config, "max_position_embeddings", None)  # attention cost grows with its square
         longest = max(map(len, choice_token_ids(lm, req.guided_choice))) if req.guided_choice else 0
-        new = f"the longest guided choice ({longest} tokens)" if req.guided_choice else f"max_tokens {req.max_tokens}"
-        if ctx and len(prompt) + (longest if req.guided_choice else req.max_tokens) > ctx:
+        new = f"the longest guided choice ({longest} tokens)" if req.guided_choice else f"max_tokens {max_new}"
+        if ctx and len(prompt) + (longest if req.guided_choice else max_new) > ctx:
             raise HTTPException(400, f"prompt of {len(prompt)} tokens + {new} exceeds the model's context of {ctx} tokens")
         steering = store.context(req.steering, lm)  # validated here, before waiting for the model; hooks go on at enter
+        seed = req.seed if req.seed is not None else int.from_bytes(uuid.uuid4().bytes[:8], "little") >> 1
+        choices, n_out = [], 0
         with lock:
             with steering:
                 if req.guided_choice:
                     scores = choice_logprobs(lm, prompt, req.guided_choice)
                     text = req.guided_choice[max(range(len(scores)), key=scores.__getitem__)]
-                    n_out, finish = len(lm.tokenizer.encode(text, add_special_tokens=False)), "stop"
+                    n_out = len(lm.tokenizer.encode(text, add_special_tokens=False))
+                    choices.append((text, "stop"))
                 else:
-                    cfg = GenerationConfig(max_new_tokens=req.max_tokens, temperature=req.temperature,
-                                           top_p=req.top_p, batch_size=1)
-                    ids, why = sample_batch(lm, [prompt], cfg, req.seed if req.seed is not None else 0)[0]
-                    text = lm.tokenizer.decode(ids, skip_special_tokens=True)
-                    n_out, finish = len(ids), "stop" if why == "eos" else "length"
+                    cfg = GenerationConfig(max_new_tokens=max_new, temperature=req.temperature,
+                                           top_p=req.top_p, batch_size=req.n)
+                    for ids, why in sample_batch(lm, [prompt] * req.n, cfg, seed):
+                        text, stopped = apply_stop(lm.tokenizer.decode(ids, skip_special_tokens=True), req.stop_list())
+                        n_out += len(ids)
+                        choices.append((text, "stop" if why == "eos" or stopped else "length"))
         body = {
             "id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion",
             "created": int(time.time()), "model": name,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                         "finish_reason": finish}],
+            "choices": [{"index": i, "message": {"role": "assistant", "content": text}, "logprobs": None,
+                         "finish_reason": finish} for i, (text, finish) in enumerate(choices)],
             "usage": {"prompt_tokens": len(prompt), "completion_tokens": n_out,
                       "total_tokens": len(prompt) + n_out},
         }
         if not req.stream:
             return body
+        include_usage = req.stream_options is not None and req.stream_options.include_usage
+
+        def chunk(choices: list[dict], usage: dict | None = None) -> str:
+            c = {"id": body["id"], "object": "chat.completion.chunk", "created": body["created"],
+                 "model": name, "choices": choices}
+            if include_usage:
+                c["usage"] = usage
+            return f"data: {json.dumps(c)}\n\n"
 
         def events():
-            chunk = {"id": body["id"], "object": "chat.completion.chunk", "created": body["created"],
-                     "model": name, "choices": [{"index": 0, "delta": {"role": "assistant", "content": text},
-                                                 "finish_reason": finish}]}
-            yield f"data: {json.dumps(chunk)}\n\n"
+            for i, (text, finish) in enumerate(choices):
+                yield chunk([{"index": i, "delta": {"role": "assistant", "content": text}, "finish_reason": None}])
+                yield chunk([{"index": i, "delta": {}, "finish_reason": finish}])
+            if include_usage:
+                yield chunk([], body["usage"])
             yield "data: [DONE]\n\n"
 
         return StreamingResponse(events(), media_type="text/event-stream")
