@@ -48,6 +48,26 @@ from valuemech.neurons import NEURON_CLASSES
 from valuemech.rundir import RunDir
 
 MAX_BODY_BYTES = 1_000_000
+GUIDED_LOGITS_BYTES = 2 * 1024 ** 3  # float32 logits of all guided choices of one request, at most
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+API_KEY_ENV = "VALUEMECH_API_KEY"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a bind address is reachable from this machine only."""
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def host_name(header: str) -> str:
+    """The name of a ``Host`` header without its port (``[::1]:8000`` -> ``::1``)."""
+    if header.startswith("["):
+        return header[1:header.find("]")] if "]" in header else header
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
 
 
 class Message(BaseModel):
@@ -236,8 +256,13 @@ def choice_logprobs(lm: LoadedModel, prompt: list[int], choices: list[str]) -> l
 
 
 def create_app(lm: LoadedModel, run_dir: Path | None = None, model_name: str | None = None,
-               max_body: int = MAX_BODY_BYTES) -> FastAPI:
-    """The FastAPI application (see the module docstring)."""
+               max_body: int = MAX_BODY_BYTES, api_key: str | None = None,
+               allowed_hosts: tuple[str, ...] | None = None) -> FastAPI:
+    """The FastAPI application (see the module docstring). With ``api_key``, every route but
+    ``/health`` needs ``Authorization: Bearer <key>`` (401); with ``allowed_hosts``, a request whose
+    ``Host`` names another host is a 421 (DNS rebinding against a loopback server)."""
+    import secrets
+
     app = FastAPI(title="valuemech serve")
     name = model_name or lm.name
     store = VectorStore(run_dir, lm)
@@ -245,6 +270,19 @@ def create_app(lm: LoadedModel, run_dir: Path | None = None, model_name: str | N
     stats = {"chat_completions": 0, "models": 0, "rejected": 0}
 
     @app.middleware("http")
+    async def door(request: Request, call_next):
+        if allowed_hosts is not None and host_name(request.headers.get("host", "")) not in allowed_hosts:
+            stats["rejected"] += 1
+            return JSONResponse({"error": {"message": "Host header not allowed (this server answers "
+                                                      f"{', '.join(allowed_hosts)} only)"}}, status_code=421)
+        if api_key is not None and request.url.path != "/health":
+            given = request.headers.get("authorization", "")
+            if not secrets.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
+                stats["rejected"] += 1
+                return JSONResponse({"error": {"message": "missing or wrong API key (Authorization: Bearer <key>)",
+                                               "type": "invalid_request_error"}}, status_code=401)
+        return await limit_body(request, call_next)
+
     async def limit_body(request: Request, call_next):
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > max_body:
@@ -310,6 +348,12 @@ def create_app(lm: LoadedModel, run_dir: Path | None = None, model_name: str | N
         new = f"the longest guided choice ({longest} tokens)" if req.guided_choice else f"max_tokens {max_new}"
         if ctx and len(prompt) + (longest if req.guided_choice else max_new) > ctx:
             raise HTTPException(400, f"prompt of {len(prompt)} tokens + {new} exceeds the model's context of {ctx} tokens")
+        if req.guided_choice:
+            need = len(req.guided_choice) * (len(prompt) + longest) * len(lm.tokenizer) * 4
+            if need > GUIDED_LOGITS_BYTES:
+                raise HTTPException(400, f"guided_choice would need {need / 1024 ** 3:.1f} GiB of logits "
+                                         f"(limit {GUIDED_LOGITS_BYTES / 1024 ** 3:.0f} GiB); use fewer or shorter "
+                                         "choices or a shorter prompt")
         steering = store.context(req.steering, lm)  # validated here, before waiting for the model; hooks go on at enter
         seed = req.seed if req.seed is not None else int.from_bytes(uuid.uuid4().bytes[:8], "little") >> 1
         choices, n_out = [], 0
@@ -360,8 +404,18 @@ def create_app(lm: LoadedModel, run_dir: Path | None = None, model_name: str | N
 
 
 def serve(lm: LoadedModel, host: str = "127.0.0.1", port: int = 8000, run_dir: Path | None = None,
-          model_name: str | None = None) -> None:
-    """Run the server until interrupted."""
+          model_name: str | None = None, api_key: str | None = None) -> None:
+    """Run the server until interrupted (``api_key`` or ``$VALUEMECH_API_KEY``; a loopback bind answers
+    loopback ``Host`` names only; a wider bind without a key is warned about)."""
+    import os
+    import warnings
+
     import uvicorn
 
-    uvicorn.run(create_app(lm, run_dir, model_name), host=host, port=port, log_level="info")
+    api_key = api_key or os.environ.get(API_KEY_ENV) or None
+    loopback = is_loopback(host)
+    if not loopback and api_key is None:
+        warnings.warn(f"valuemech serve binds to {host} without an API key: anyone who reaches it can use the "
+                      f"model (set --api-key or ${API_KEY_ENV})", stacklevel=2)
+    app = create_app(lm, run_dir, model_name, api_key=api_key, allowed_hosts=LOOPBACK if loopback else None)
+    uvicorn.run(app, host=host, port=port, log_level="info")
