@@ -62,7 +62,9 @@ def test_model_routes(server):
     ({"logit_bias": {"1": 5}}, "logit_bias"),
     ({"frequency_penalty": 0.5}, "frequency_penalty"),
     ({"presence_penalty": 0.5}, "presence_penalty"),
-    ({"logprobs": True}, "logprobs"),
+    ({"top_logprobs": 2}, "needs logprobs"),
+    ({"logprobs": True, "top_logprobs": 21}, "top_logprobs"),
+    ({"logprobs": True, "guided_choice": ["yes", "no"]}, "guided_choice"),
     ({"made_up": 1}, "made_up"),
     ({"steering": {"vector": "x", "layer": 0, "alpha": 1.0, "relativ": True}}, "relativ"),
     ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
@@ -102,3 +104,27 @@ def test_official_client(server):
     chunks = list(client.chat.completions.create(model="tiny", messages=MSG, max_tokens=6, stream=True,
                                                  stream_options={"include_usage": True}))
     assert chunks[-1].usage is not None
+
+
+def test_logprobs_equal_an_in_process_forward(server, tiny_llama):
+    import torch
+
+    from valuemech.config import GenerationConfig
+    from valuemech.generate import sample_batch
+    from valuemech.serve import Message, _prompt_ids
+
+    r = post(server.url, logprobs=True, top_logprobs=3, max_tokens=6)
+    content = r.json()["choices"][0]["logprobs"]["content"]
+    prompt = _prompt_ids(tiny_llama, [Message(**m) for m in MSG])
+    ids, _ = sample_batch(tiny_llama, [prompt], GenerationConfig(max_new_tokens=6, temperature=0.0, top_p=1.0,
+                                                                  batch_size=1), 0)[0]
+    with torch.no_grad():
+        logits = tiny_llama.model(torch.tensor([prompt + ids])).logits[0].double().log_softmax(-1)
+    want = logits[len(prompt) - 1: -1]
+    assert len(content) == len(ids)
+    for k, (tok, c) in enumerate(zip(ids, content)):
+        assert c["token"] == tiny_llama.tokenizer.decode([tok])
+        assert c["logprob"] == pytest.approx(float(want[k, tok]), abs=1e-5)
+        assert [t["logprob"] for t in c["top_logprobs"]] == pytest.approx(want[k].topk(3).values.tolist(), abs=1e-5)
+        assert c["logprob"] == pytest.approx(c["top_logprobs"][0]["logprob"], abs=1e-5)  # greedy: the top token
+    assert post(server.url).json()["choices"][0]["logprobs"] is None

@@ -3,8 +3,8 @@
 Endpoints: ``GET /v1/models``, ``GET /v1/models/{id}`` (404 for a model it does not serve),
 ``POST /v1/chat/completions`` (``n``, ``stop``, ``max_completion_tokens``, ``seed`` (unseeded
 sampling varies), ``stream`` with ``stream_options.include_usage``; the reply is streamed per choice
-once generated, not token by token; ``tools``, ``response_format``, ``logit_bias``, penalties and
-``logprobs`` are refused with 400, as is any other unknown key), ``GET /v1/stats`` (request counts, for tests and load
+once generated, not token by token; ``logprobs`` + ``top_logprobs`` (chat format, the model's distribution); ``tools``,
+``response_format``, ``logit_bias`` and penalties are refused with 400, as is any other unknown key), ``GET /v1/stats`` (request counts, for tests and load
 scripts), ``GET /health``. Extensions to the chat request:
 
 - ``guided_choice: ["yes", "no"]`` (as in vLLM): the answer is the choice with the highest total
@@ -41,7 +41,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from valuemech import hooks
 from valuemech.config import GenerationConfig
 from valuemech.errors import ValuemechError
-from valuemech.batching import continuation_logliks
+from valuemech.batching import continuation_logliks, token_logprobs
 from valuemech.generate import sample_batch
 from valuemech.models.loading import LoadedModel
 from valuemech.neurons import NEURON_CLASSES
@@ -103,7 +103,7 @@ class Steering(BaseModel):
 
 
 UNSUPPORTED = ("tools", "tool_choice", "functions", "function_call", "response_format", "logit_bias",
-               "frequency_penalty", "presence_penalty", "logprobs", "top_logprobs", "parallel_tool_calls",
+               "frequency_penalty", "presence_penalty", "parallel_tool_calls",
                "audio", "modalities", "prediction", "reasoning_effort", "web_search_options")
 
 
@@ -124,6 +124,8 @@ class ChatRequest(BaseModel):
     n: int = Field(1, ge=1, le=16)
     stop: Optional[Union[str, list[str]]] = None
     seed: Optional[int] = Field(None, ge=0, le=2 ** 63 - 1)  # what torch.manual_seed takes
+    logprobs: bool = False
+    top_logprobs: Optional[int] = Field(None, ge=0, le=20)
     stream: bool = False
     stream_options: Optional[StreamOptions] = None
     user: Optional[str] = None  # accepted, not used
@@ -149,6 +151,12 @@ class ChatRequest(BaseModel):
             raise ValueError("max_tokens and max_completion_tokens differ; give one")
         if self.stream_options is not None and not self.stream:
             raise ValueError("stream_options needs stream: true")
+        if self.top_logprobs is not None and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs: true")
+        if self.logprobs and self.guided_choice:
+            raise ValueError("logprobs is not available with guided_choice")
+        if self.logprobs and self.steering is not None and self.steering.positions != "all":
+            raise ValueError("logprobs with steering needs positions 'all' (they are computed in one forward pass)")
         if self.guided_choice and self.n != 1:
             raise ValueError("guided_choice answers one choice; n must be 1")
         return self
@@ -253,6 +261,17 @@ def choice_token_ids(lm: LoadedModel, choices: list[str]) -> list[list[int]]:
 def choice_logprobs(lm: LoadedModel, prompt: list[int], choices: list[str]) -> list[float]:
     """Total log-probability of each choice's tokens after ``prompt`` (one batched forward)."""
     return continuation_logliks(lm, [(prompt, c) for c in choice_token_ids(lm, choices)]).tolist()
+
+
+def logprobs_content(lm: LoadedModel, prompt: list[int], ids: list[int], top: int) -> list[dict]:
+    """OpenAI's chat ``logprobs.content``: per generated token (stop strings do not cut it), its string,
+    log-probability, bytes and ``top`` alternatives, from the model's distribution (before temperature)."""
+    def entry(tok: int, logprob: float) -> dict:
+        text = lm.tokenizer.decode([tok])
+        return {"token": text, "logprob": logprob, "bytes": list(text.encode())}
+
+    return [{**entry(t, lp), "top_logprobs": [entry(a, alp) for a, alp in alts]}
+            for t, (lp, alts) in zip(ids, token_logprobs(lm, prompt, ids, top))]
 
 
 def create_app(lm: LoadedModel, run_dir: Path | None = None, model_name: str | None = None,
@@ -363,19 +382,21 @@ def create_app(lm: LoadedModel, run_dir: Path | None = None, model_name: str | N
                     scores = choice_logprobs(lm, prompt, req.guided_choice)
                     text = req.guided_choice[max(range(len(scores)), key=scores.__getitem__)]
                     n_out = len(lm.tokenizer.encode(text, add_special_tokens=False))
-                    choices.append((text, "stop"))
+                    choices.append((text, "stop", None))
                 else:
                     cfg = GenerationConfig(max_new_tokens=max_new, temperature=req.temperature,
                                            top_p=req.top_p, batch_size=req.n)
                     for ids, why in sample_batch(lm, [prompt] * req.n, cfg, seed):
                         text, stopped = apply_stop(lm.tokenizer.decode(ids, skip_special_tokens=True), req.stop_list())
                         n_out += len(ids)
-                        choices.append((text, "stop" if why == "eos" or stopped else "length"))
+                        lp = logprobs_content(lm, prompt, ids, req.top_logprobs or 0) if req.logprobs else None
+                        choices.append((text, "stop" if why == "eos" or stopped else "length", lp))
         body = {
             "id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion",
             "created": int(time.time()), "model": name,
-            "choices": [{"index": i, "message": {"role": "assistant", "content": text}, "logprobs": None,
-                         "finish_reason": finish} for i, (text, finish) in enumerate(choices)],
+            "choices": [{"index": i, "message": {"role": "assistant", "content": text},
+                         "logprobs": None if lp is None else {"content": lp},
+                         "finish_reason": finish} for i, (text, finish, lp) in enumerate(choices)],
             "usage": {"prompt_tokens": len(prompt), "completion_tokens": n_out,
                       "total_tokens": len(prompt) + n_out},
         }
@@ -391,7 +412,7 @@ def create_app(lm: LoadedModel, run_dir: Path | None = None, model_name: str | N
             return f"data: {json.dumps(c)}\n\n"
 
         def events():
-            for i, (text, finish) in enumerate(choices):
+            for i, (text, finish, _lp) in enumerate(choices):
                 yield chunk([{"index": i, "delta": {"role": "assistant", "content": text}, "finish_reason": None}])
                 yield chunk([{"index": i, "delta": {}, "finish_reason": finish}])
             if include_usage:
