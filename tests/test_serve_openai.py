@@ -128,3 +128,19 @@ def test_logprobs_equal_an_in_process_forward(server, tiny_llama):
         assert [t["logprob"] for t in c["top_logprobs"]] == pytest.approx(want[k].topk(3).values.tolist(), abs=1e-5)
         assert c["logprob"] == pytest.approx(c["top_logprobs"][0]["logprob"], abs=1e-5)  # greedy: the top token
     assert post(server.url).json()["choices"][0]["logprobs"] is None
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_token_streaming_concatenates_to_the_reply(server, temperature):
+    import json
+
+    body = {"messages": MSG, "max_tokens": 10, "temperature": temperature, "seed": 5}
+    whole = post(server.url, **body).json()
+    with httpx.stream("POST", f"{server.url}/v1/chat/completions", timeout=60,
+                      json={**body, "stream": True, "stream_options": {"include_usage": True}}) as r:
+        events = [json.loads(l[6:]) for l in r.iter_lines() if l.startswith("data: {")]
+    pieces = [c["choices"][0]["delta"].get("content", "") for c in events if c["choices"]]
+    assert "".join(pieces) == whole["choices"][0]["message"]["content"]
+    assert len([p for p in pieces if p]) > 1  # more than one chunk: token by token
+    assert events[-1]["usage"] == whole["usage"]
+    assert events[-2]["choices"][0]["finish_reason"] == whole["choices"][0]["finish_reason"]

@@ -2,8 +2,8 @@
 
 Endpoints: ``GET /v1/models``, ``GET /v1/models/{id}`` (404 for a model it does not serve),
 ``POST /v1/chat/completions`` (``n``, ``stop``, ``max_completion_tokens``, ``seed`` (unseeded
-sampling varies), ``stream`` with ``stream_options.include_usage``; the reply is streamed per choice
-once generated, not token by token; ``logprobs`` + ``top_logprobs`` (chat format, the model's distribution); ``tools``,
+sampling varies), ``stream`` with ``stream_options.include_usage``: token by token for one choice without ``stop``
+or ``logprobs``, else one chunk per choice once generated; ``logprobs`` + ``top_logprobs`` (chat format, the model's distribution); ``tools``,
 ``response_format``, ``logit_bias`` and penalties are refused with 400, as is any other unknown key), ``GET /v1/stats`` (request counts, for tests and load
 scripts), ``GET /health``. Extensions to the chat request:
 
@@ -274,6 +274,30 @@ def logprobs_content(lm: LoadedModel, prompt: list[int], ids: list[int], top: in
             for t, (lp, alts) in zip(ids, token_logprobs(lm, prompt, ids, top))]
 
 
+class TokenQueue:
+    """A transformers streamer that hands each generated token id (batch of one) to an iterator."""
+
+    def __init__(self) -> None:
+        import queue
+
+        self.queue: "queue.Queue[int | None]" = queue.Queue()
+        self.prompt_seen = False
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self.prompt_seen:  # generate's first put is the prompt
+            self.prompt_seen = True
+            return
+        for tok in value.reshape(-1).tolist():
+            self.queue.put(int(tok))
+
+    def end(self) -> None:
+        self.queue.put(None)
+
+    def __iter__(self):
+        while (tok := self.queue.get(timeout=600)) is not None:
+            yield tok
+
+
 def create_app(lm: LoadedModel, run_dir: Path | None = None, model_name: str | None = None,
                max_body: int = MAX_BODY_BYTES, api_key: str | None = None,
                allowed_hosts: tuple[str, ...] | None = None) -> FastAPI:
@@ -355,6 +379,56 @@ def create_app(lm: LoadedModel, run_dir: Path | None = None, model_name: str | N
             raise HTTPException(404, f"model {model_id!r} is not served here; this server serves {name!r}")
         return card
 
+    def stream_tokens(req: ChatRequest, prompt: list[int], max_new: int, seed: int, steering) -> StreamingResponse:
+        """Server-sent events as tokens are produced (one choice, no stop strings, no logprobs)."""
+        streamer = TokenQueue()
+        result: list = []
+        cfg = GenerationConfig(max_new_tokens=max_new, temperature=req.temperature, top_p=req.top_p, batch_size=1)
+
+        def work() -> None:
+            try:
+                with lock, steering:
+                    result.extend(sample_batch(lm, [prompt], cfg, seed, streamer=streamer))
+            finally:
+                streamer.end()  # the reader never waits on a generation that failed
+
+        rid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
+        include_usage = req.stream_options is not None and req.stream_options.include_usage
+
+        def chunk(choices: list[dict], usage: dict | None = None) -> str:
+            c = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": name, "choices": choices}
+            if include_usage:
+                c["usage"] = usage
+            return f"data: {json.dumps(c)}\n\n"
+
+        def events():
+            thread = threading.Thread(target=work, daemon=True)
+            thread.start()
+            yield chunk([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
+            ids, sent = [], ""
+            for tok in streamer:
+                ids.append(tok)
+                text = lm.tokenizer.decode(ids, skip_special_tokens=True)
+                if text.startswith(sent) and len(text) > len(sent) and not text.endswith("\ufffd"):
+                    yield chunk([{"index": 0, "delta": {"content": text[len(sent):]}, "finish_reason": None}])
+                    sent = text
+            thread.join()
+            if not result:
+                yield f"data: {json.dumps({'error': {'message': 'generation failed'}})}\n\n"
+                return
+            ids, why = result[0]
+            text = lm.tokenizer.decode(ids, skip_special_tokens=True)  # what a non-streamed reply says
+            if text != sent:  # a held-back partial character, or a decode that rewrote earlier text
+                tail = text[len(sent):] if text.startswith(sent) else text
+                yield chunk([{"index": 0, "delta": {"content": tail}, "finish_reason": None}])
+            yield chunk([{"index": 0, "delta": {}, "finish_reason": "stop" if why == "eos" else "length"}])
+            if include_usage:
+                yield chunk([], {"prompt_tokens": len(prompt), "completion_tokens": len(ids),
+                                 "total_tokens": len(prompt) + len(ids)})
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
     @app.post("/v1/chat/completions")
     def chat(req: ChatRequest):
         stats["chat_completions"] += 1
@@ -375,6 +449,8 @@ def create_app(lm: LoadedModel, run_dir: Path | None = None, model_name: str | N
                                          "choices or a shorter prompt")
         steering = store.context(req.steering, lm)  # validated here, before waiting for the model; hooks go on at enter
         seed = req.seed if req.seed is not None else int.from_bytes(uuid.uuid4().bytes[:8], "little") >> 1
+        if req.stream and req.n == 1 and not req.guided_choice and not req.logprobs and not req.stop:
+            return stream_tokens(req, prompt, max_new, seed, steering)
         choices, n_out = [], 0
         with lock:
             with steering:
