@@ -771,6 +771,8 @@ def serve(model: str = typer.Option("smollm2-135m", "--model", help="Model to se
           port: int = typer.Option(8000, help="Port.", parser=ranged(int, Range(1, 65535))),
           run_dir: Optional[Path] = typer.Option(None, "--run", help="Run directory whose vectors requests may steer with."),
           name: Optional[str] = typer.Option(None, help="Model id reported by /v1/models."),
+          api_key: Optional[str] = typer.Option(None, "--api-key", envvar="VALUEMECH_API_KEY",
+                                                help="Require Authorization: Bearer KEY on every route but /health."),
           dtype: Optional[str] = DtypeOpt, device: Optional[str] = DeviceOpt,
           threads: Optional[int] = ThreadsOpt, trust_remote_code: bool = TrustOpt) -> None:
     """OpenAI-compatible server (/v1/chat/completions, /v1/models) with an optional per-request steering field."""
@@ -787,7 +789,7 @@ def serve(model: str = typer.Option("smollm2-135m", "--model", help="Model to se
         from valuemech.rundir import RunDir
 
         RunDir(run_dir).load_config()  # a run directory, before the model loads
-    run_server(load_model(cfg), host=host, port=port, run_dir=run_dir, model_name=name)
+    run_server(load_model(cfg), host=host, port=port, run_dir=run_dir, model_name=name, api_key=api_key)
 
 
 def main() -> None:

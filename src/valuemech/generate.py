@@ -126,14 +126,15 @@ class TemperatureTopP(LogitsProcessor):
 
 @torch.no_grad()
 def sample_batch(lm: LoadedModel, prompts: list[list[int]], cfg: GenerationConfig,
-                 seed: int) -> list[tuple[list[int], str]]:
-    """Sample continuations for left-padded prompts under one seed; ids cut at the first EOS."""
+                 seed: int, streamer=None) -> list[tuple[list[int], str]]:
+    """Sample continuations for left-padded prompts under one seed; ids cut at the first EOS
+    (``streamer``: a transformers streamer fed each token as it is produced, batch of one)."""
     ids, mask = left_pad(prompts, lm.tokenizer.pad_token_id)
     ids, mask = ids.to(lm.device), mask.to(lm.device)
     torch.manual_seed(seed)
     do_sample = cfg.temperature > 0
     kwargs = dict(do_sample=do_sample, max_new_tokens=cfg.max_new_tokens,
-                  pad_token_id=lm.tokenizer.pad_token_id, eos_token_id=lm.eos_ids)
+                  pad_token_id=lm.tokenizer.pad_token_id, eos_token_id=lm.eos_ids, streamer=streamer)
     if do_sample:  # temperature and top-p in one processor (transformers' order, faster top-p)
         kwargs.update(temperature=1.0, top_p=1.0, top_k=0,
                       logits_processor=LogitsProcessorList([TemperatureTopP(cfg.temperature, cfg.top_p)]))

@@ -314,3 +314,28 @@ def combined(*managers) -> Iterator[None]:
         for m in managers:
             stack.enter_context(m)
         yield
+
+
+@contextmanager
+def add_per_row(model, rows: Sequence[Mapping[int, torch.Tensor] | None]) -> Iterator[None]:
+    """A batch of different additions in one forward: row ``i`` gets ``rows[i][l]`` added after block
+    ``l`` at every position (``None`` or ``{}``: nothing); the batch must have ``len(rows)`` rows."""
+    arch = _arch(model)
+    layers = sorted({l for r in rows if r for l in r})
+    handles = []
+    for layer in layers:
+        module = arch.layers[layer]
+        dev = _module_device(module)
+        ref = next((r[layer] for r in rows if r and layer in r), None)
+        table = torch.stack([r[layer].reshape(-1) if r and layer in r else torch.zeros_like(ref.reshape(-1))
+                             for r in rows])
+
+        def hook(_m, _i, output, table=table.to(dev)):
+            hidden = _hidden(output)
+            if hidden.shape[0] != table.shape[0]:
+                raise ValueError(f"add_per_row: {table.shape[0]} rows of steering for a batch of {hidden.shape[0]}")
+            return _replace_hidden(output, hidden + table[:, None, :].to(hidden.dtype))
+
+        handles.append(module.register_forward_hook(hook))
+    with _registered(handles):
+        yield

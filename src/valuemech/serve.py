@@ -1,7 +1,10 @@
 """``valuemech serve``: an OpenAI-compatible HTTP server over any model valuemech can load.
 
-Endpoints: ``GET /v1/models``, ``POST /v1/chat/completions`` (``stream: true`` answers with one
-server-sent content chunk and ``[DONE]``), ``GET /v1/stats`` (request counts, for tests and load
+Endpoints: ``GET /v1/models``, ``GET /v1/models/{id}`` (404 for a model it does not serve),
+``POST /v1/chat/completions`` (``n``, ``stop``, ``max_completion_tokens``, ``seed`` (unseeded
+sampling varies), ``stream`` with ``stream_options.include_usage``: token by token for one choice without ``stop``
+or ``logprobs``, else one chunk per choice once generated; ``logprobs`` + ``top_logprobs`` (chat format, the model's distribution); ``tools``,
+``response_format``, ``logit_bias`` and penalties are refused with 400, as is any other unknown key), ``GET /v1/stats`` (request counts, for tests and load
 scripts), ``GET /health``. Extensions to the chat request:
 
 - ``guided_choice: ["yes", "no"]`` (as in vLLM): the answer is the choice with the highest total
@@ -32,19 +35,39 @@ from typing import Literal, Optional, Union
 import torch
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from valuemech import hooks
 from valuemech.config import GenerationConfig
 from valuemech.errors import ValuemechError
-from valuemech.batching import continuation_logliks
+from valuemech.batching import continuation_logliks, token_logprobs
 from valuemech.generate import sample_batch
 from valuemech.models.loading import LoadedModel
 from valuemech.neurons import NEURON_CLASSES
 from valuemech.rundir import RunDir
 
 MAX_BODY_BYTES = 1_000_000
+GUIDED_LOGITS_BYTES = 2 * 1024 ** 3  # float32 logits of all guided choices of one request, at most
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+API_KEY_ENV = "VALUEMECH_API_KEY"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a bind address is reachable from this machine only."""
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def host_name(header: str) -> str:
+    """The name of a ``Host`` header without its port (``[::1]:8000`` -> ``::1``)."""
+    if header.startswith("["):
+        return header[1:header.find("]")] if "]" in header else header
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
 
 
 class Message(BaseModel):
@@ -54,6 +77,8 @@ class Message(BaseModel):
 
 class Steering(BaseModel):
     """Either a vector (``vector``, ``layer``, ``alpha``) or a neuron class (``neurons``, ``beta``)."""
+
+    model_config = ConfigDict(extra="forbid")  # a typo ("relativ") would steer differently than asked
 
     vector: Optional[Union[str, list[str]]] = None  # a list is applied together
     layer: Optional[int] = None
@@ -77,16 +102,76 @@ class Steering(BaseModel):
         return self
 
 
+UNSUPPORTED = ("tools", "tool_choice", "functions", "function_call", "response_format", "logit_bias",
+               "frequency_penalty", "presence_penalty", "parallel_tool_calls",
+               "audio", "modalities", "prediction", "reasoning_effort", "web_search_options")
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    include_usage: bool = False
+
+
 class ChatRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a parameter it would not honour is a 400, never ignored
+
     model: Optional[str] = None
     messages: list[Message] = Field(min_length=1)
-    max_tokens: int = Field(128, ge=1, le=4096)
+    max_tokens: Optional[int] = Field(None, ge=1, le=4096)
+    max_completion_tokens: Optional[int] = Field(None, ge=1, le=4096)
     temperature: float = Field(0.0, ge=0.0, le=5.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
+    n: int = Field(1, ge=1, le=16)
+    stop: Optional[Union[str, list[str]]] = None
     seed: Optional[int] = Field(None, ge=0, le=2 ** 63 - 1)  # what torch.manual_seed takes
+    logprobs: bool = False
+    top_logprobs: Optional[int] = Field(None, ge=0, le=20)
     stream: bool = False
+    stream_options: Optional[StreamOptions] = None
+    user: Optional[str] = None  # accepted, not used
     guided_choice: Optional[list[str]] = Field(None, min_length=1, max_length=32)
     steering: Optional[Steering] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unsupported(cls, data: object) -> object:
+        if isinstance(data, dict):
+            bad = [k for k in UNSUPPORTED if k in data and data[k] not in (None, 0, False)]
+            if bad:
+                raise ValueError(f"unsupported parameter(s) {', '.join(bad)}: valuemech serve does not honour them")
+        return data
+
+    @model_validator(mode="after")
+    def _checks(self) -> "ChatRequest":
+        stops = self.stop_list()
+        if len(stops) > 4 or any(not s for s in stops):
+            raise ValueError("stop takes 1 to 4 non-empty strings")
+        if self.max_tokens is not None and self.max_completion_tokens is not None \
+                and self.max_tokens != self.max_completion_tokens:
+            raise ValueError("max_tokens and max_completion_tokens differ; give one")
+        if self.stream_options is not None and not self.stream:
+            raise ValueError("stream_options needs stream: true")
+        if self.top_logprobs is not None and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs: true")
+        if self.logprobs and self.guided_choice:
+            raise ValueError("logprobs is not available with guided_choice")
+        if self.logprobs and self.steering is not None and self.steering.positions != "all":
+            raise ValueError("logprobs with steering needs positions 'all' (they are computed in one forward pass)")
+        if self.guided_choice and self.n != 1:
+            raise ValueError("guided_choice answers one choice; n must be 1")
+        return self
+
+    def stop_list(self) -> list[str]:
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+
+    def new_tokens(self) -> int:
+        return self.max_completion_tokens or self.max_tokens or 128
+
+
+def apply_stop(text: str, stops: list[str]) -> tuple[str, bool]:
+    """``text`` cut before the earliest stop string, and whether one was found."""
+    cuts = [i for i in (text.find(s) for s in stops) if i >= 0]
+    return (text[:min(cuts)], True) if cuts else (text, False)
 
 
 class VectorStore:
@@ -178,9 +263,49 @@ def choice_logprobs(lm: LoadedModel, prompt: list[int], choices: list[str]) -> l
     return continuation_logliks(lm, [(prompt, c) for c in choice_token_ids(lm, choices)]).tolist()
 
 
+def logprobs_content(lm: LoadedModel, prompt: list[int], ids: list[int], top: int) -> list[dict]:
+    """OpenAI's chat ``logprobs.content``: per generated token (stop strings do not cut it), its string,
+    log-probability, bytes and ``top`` alternatives, from the model's distribution (before temperature)."""
+    def entry(tok: int, logprob: float) -> dict:
+        text = lm.tokenizer.decode([tok])
+        return {"token": text, "logprob": logprob, "bytes": list(text.encode())}
+
+    return [{**entry(t, lp), "top_logprobs": [entry(a, alp) for a, alp in alts]}
+            for t, (lp, alts) in zip(ids, token_logprobs(lm, prompt, ids, top))]
+
+
+class TokenQueue:
+    """A transformers streamer that hands each generated token id (batch of one) to an iterator."""
+
+    def __init__(self) -> None:
+        import queue
+
+        self.queue: "queue.Queue[int | None]" = queue.Queue()
+        self.prompt_seen = False
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self.prompt_seen:  # generate's first put is the prompt
+            self.prompt_seen = True
+            return
+        for tok in value.reshape(-1).tolist():
+            self.queue.put(int(tok))
+
+    def end(self) -> None:
+        self.queue.put(None)
+
+    def __iter__(self):
+        while (tok := self.queue.get(timeout=600)) is not None:
+            yield tok
+
+
 def create_app(lm: LoadedModel, run_dir: Path | None = None, model_name: str | None = None,
-               max_body: int = MAX_BODY_BYTES) -> FastAPI:
-    """The FastAPI application (see the module docstring)."""
+               max_body: int = MAX_BODY_BYTES, api_key: str | None = None,
+               allowed_hosts: tuple[str, ...] | None = None) -> FastAPI:
+    """The FastAPI application (see the module docstring). With ``api_key``, every route but
+    ``/health`` needs ``Authorization: Bearer <key>`` (401); with ``allowed_hosts``, a request whose
+    ``Host`` names another host is a 421 (DNS rebinding against a loopback server)."""
+    import secrets
+
     app = FastAPI(title="valuemech serve")
     name = model_name or lm.name
     store = VectorStore(run_dir, lm)
@@ -188,6 +313,19 @@ def create_app(lm: LoadedModel, run_dir: Path | None = None, model_name: str | N
     stats = {"chat_completions": 0, "models": 0, "rejected": 0}
 
     @app.middleware("http")
+    async def door(request: Request, call_next):
+        if allowed_hosts is not None and host_name(request.headers.get("host", "")) not in allowed_hosts:
+            stats["rejected"] += 1
+            return JSONResponse({"error": {"message": "Host header not allowed (this server answers "
+                                                      f"{', '.join(allowed_hosts)} only)"}}, status_code=421)
+        if api_key is not None and request.url.path != "/health":
+            given = request.headers.get("authorization", "")
+            if not secrets.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
+                stats["rejected"] += 1
+                return JSONResponse({"error": {"message": "missing or wrong API key (Authorization: Bearer <key>)",
+                                               "type": "invalid_request_error"}}, status_code=401)
+        return await limit_body(request, call_next)
+
     async def limit_body(request: Request, call_next):
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > max_body:
@@ -227,49 +365,134 @@ def create_app(lm: LoadedModel, run_dir: Path | None = None, model_name: str | N
     def get_stats():
         return dict(stats)
 
+    card = {"id": name, "object": "model", "created": int(time.time()), "owned_by": "valuemech"}
+
     @app.get("/v1/models")
     def models():
         stats["models"] += 1
-        return {"object": "list", "data": [{"id": name, "object": "model", "owned_by": "valuemech"}]}
+        return {"object": "list", "data": [card]}
+
+    @app.get("/v1/models/{model_id:path}")
+    def model(model_id: str):
+        stats["models"] += 1
+        if model_id != name:
+            raise HTTPException(404, f"model {model_id!r} is not served here; this server serves {name!r}")
+        return card
+
+    def stream_tokens(req: ChatRequest, prompt: list[int], max_new: int, seed: int, steering) -> StreamingResponse:
+        """Server-sent events as tokens are produced (one choice, no stop strings, no logprobs)."""
+        streamer = TokenQueue()
+        result: list = []
+        cfg = GenerationConfig(max_new_tokens=max_new, temperature=req.temperature, top_p=req.top_p, batch_size=1)
+
+        def work() -> None:
+            try:
+                with lock, steering:
+                    result.extend(sample_batch(lm, [prompt], cfg, seed, streamer=streamer))
+            finally:
+                streamer.end()  # the reader never waits on a generation that failed
+
+        rid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
+        include_usage = req.stream_options is not None and req.stream_options.include_usage
+
+        def chunk(choices: list[dict], usage: dict | None = None) -> str:
+            c = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": name, "choices": choices}
+            if include_usage:
+                c["usage"] = usage
+            return f"data: {json.dumps(c)}\n\n"
+
+        def events():
+            thread = threading.Thread(target=work, daemon=True)
+            thread.start()
+            yield chunk([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
+            ids, sent = [], ""
+            for tok in streamer:
+                ids.append(tok)
+                text = lm.tokenizer.decode(ids, skip_special_tokens=True)
+                if text.startswith(sent) and len(text) > len(sent) and not text.endswith("\ufffd"):
+                    yield chunk([{"index": 0, "delta": {"content": text[len(sent):]}, "finish_reason": None}])
+                    sent = text
+            thread.join()
+            if not result:
+                yield f"data: {json.dumps({'error': {'message': 'generation failed'}})}\n\n"
+                return
+            ids, why = result[0]
+            text = lm.tokenizer.decode(ids, skip_special_tokens=True)  # what a non-streamed reply says
+            if text != sent:  # a held-back partial character, or a decode that rewrote earlier text
+                tail = text[len(sent):] if text.startswith(sent) else text
+                yield chunk([{"index": 0, "delta": {"content": tail}, "finish_reason": None}])
+            yield chunk([{"index": 0, "delta": {}, "finish_reason": "stop" if why == "eos" else "length"}])
+            if include_usage:
+                yield chunk([], {"prompt_tokens": len(prompt), "completion_tokens": len(ids),
+                                 "total_tokens": len(prompt) + len(ids)})
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
 
     @app.post("/v1/chat/completions")
     def chat(req: ChatRequest):
         stats["chat_completions"] += 1
+        if req.model is not None and req.model != name:
+            raise HTTPException(404, f"model {req.model!r} is not served here; this server serves {name!r}")
         prompt = _prompt_ids(lm, req.messages)
+        max_new = req.new_tokens()
         ctx = getattr(lm.model.config, "max_position_embeddings", None)  # attention cost grows with its square
         longest = max(map(len, choice_token_ids(lm, req.guided_choice))) if req.guided_choice else 0
-        new = f"the longest guided choice ({longest} tokens)" if req.guided_choice else f"max_tokens {req.max_tokens}"
-        if ctx and len(prompt) + (longest if req.guided_choice else req.max_tokens) > ctx:
+        new = f"the longest guided choice ({longest} tokens)" if req.guided_choice else f"max_tokens {max_new}"
+        if ctx and len(prompt) + (longest if req.guided_choice else max_new) > ctx:
             raise HTTPException(400, f"prompt of {len(prompt)} tokens + {new} exceeds the model's context of {ctx} tokens")
+        if req.guided_choice:
+            need = len(req.guided_choice) * (len(prompt) + longest) * len(lm.tokenizer) * 4
+            if need > GUIDED_LOGITS_BYTES:
+                raise HTTPException(400, f"guided_choice would need {need / 1024 ** 3:.1f} GiB of logits "
+                                         f"(limit {GUIDED_LOGITS_BYTES / 1024 ** 3:.0f} GiB); use fewer or shorter "
+                                         "choices or a shorter prompt")
         steering = store.context(req.steering, lm)  # validated here, before waiting for the model; hooks go on at enter
+        seed = req.seed if req.seed is not None else int.from_bytes(uuid.uuid4().bytes[:8], "little") >> 1
+        if req.stream and req.n == 1 and not req.guided_choice and not req.logprobs and not req.stop:
+            return stream_tokens(req, prompt, max_new, seed, steering)
+        choices, n_out = [], 0
         with lock:
             with steering:
                 if req.guided_choice:
                     scores = choice_logprobs(lm, prompt, req.guided_choice)
                     text = req.guided_choice[max(range(len(scores)), key=scores.__getitem__)]
-                    n_out, finish = len(lm.tokenizer.encode(text, add_special_tokens=False)), "stop"
+                    n_out = len(lm.tokenizer.encode(text, add_special_tokens=False))
+                    choices.append((text, "stop", None))
                 else:
-                    cfg = GenerationConfig(max_new_tokens=req.max_tokens, temperature=req.temperature,
-                                           top_p=req.top_p, batch_size=1)
-                    ids, why = sample_batch(lm, [prompt], cfg, req.seed if req.seed is not None else 0)[0]
-                    text = lm.tokenizer.decode(ids, skip_special_tokens=True)
-                    n_out, finish = len(ids), "stop" if why == "eos" else "length"
+                    cfg = GenerationConfig(max_new_tokens=max_new, temperature=req.temperature,
+                                           top_p=req.top_p, batch_size=req.n)
+                    for ids, why in sample_batch(lm, [prompt] * req.n, cfg, seed):
+                        text, stopped = apply_stop(lm.tokenizer.decode(ids, skip_special_tokens=True), req.stop_list())
+                        n_out += len(ids)
+                        lp = logprobs_content(lm, prompt, ids, req.top_logprobs or 0) if req.logprobs else None
+                        choices.append((text, "stop" if why == "eos" or stopped else "length", lp))
         body = {
             "id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion",
             "created": int(time.time()), "model": name,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                         "finish_reason": finish}],
+            "choices": [{"index": i, "message": {"role": "assistant", "content": text},
+                         "logprobs": None if lp is None else {"content": lp},
+                         "finish_reason": finish} for i, (text, finish, lp) in enumerate(choices)],
             "usage": {"prompt_tokens": len(prompt), "completion_tokens": n_out,
                       "total_tokens": len(prompt) + n_out},
         }
         if not req.stream:
             return body
+        include_usage = req.stream_options is not None and req.stream_options.include_usage
+
+        def chunk(choices: list[dict], usage: dict | None = None) -> str:
+            c = {"id": body["id"], "object": "chat.completion.chunk", "created": body["created"],
+                 "model": name, "choices": choices}
+            if include_usage:
+                c["usage"] = usage
+            return f"data: {json.dumps(c)}\n\n"
 
         def events():
-            chunk = {"id": body["id"], "object": "chat.completion.chunk", "created": body["created"],
-                     "model": name, "choices": [{"index": 0, "delta": {"role": "assistant", "content": text},
-                                                 "finish_reason": finish}]}
-            yield f"data: {json.dumps(chunk)}\n\n"
+            for i, (text, finish, _lp) in enumerate(choices):
+                yield chunk([{"index": i, "delta": {"role": "assistant", "content": text}, "finish_reason": None}])
+                yield chunk([{"index": i, "delta": {}, "finish_reason": finish}])
+            if include_usage:
+                yield chunk([], body["usage"])
             yield "data: [DONE]\n\n"
 
         return StreamingResponse(events(), media_type="text/event-stream")
@@ -278,8 +501,18 @@ def create_app(lm: LoadedModel, run_dir: Path | None = None, model_name: str | N
 
 
 def serve(lm: LoadedModel, host: str = "127.0.0.1", port: int = 8000, run_dir: Path | None = None,
-          model_name: str | None = None) -> None:
-    """Run the server until interrupted."""
+          model_name: str | None = None, api_key: str | None = None) -> None:
+    """Run the server until interrupted (``api_key`` or ``$VALUEMECH_API_KEY``; a loopback bind answers
+    loopback ``Host`` names only; a wider bind without a key is warned about)."""
+    import os
+    import warnings
+
     import uvicorn
 
-    uvicorn.run(create_app(lm, run_dir, model_name), host=host, port=port, log_level="info")
+    api_key = api_key or os.environ.get(API_KEY_ENV) or None
+    loopback = is_loopback(host)
+    if not loopback and api_key is None:
+        warnings.warn(f"valuemech serve binds to {host} without an API key: anyone who reaches it can use the "
+                      f"model (set --api-key or ${API_KEY_ENV})", stacklevel=2)
+    app = create_app(lm, run_dir, model_name, api_key=api_key, allowed_hosts=LOOPBACK if loopback else None)
+    uvicorn.run(app, host=host, port=port, log_level="info")
