@@ -85,9 +85,12 @@ def _run_model_source(run_dir: Path, model: bool = True, layers: Any = None, ev=
     from valuemech.steering import SteeringSource
 
     rd, cfg = open_run(run_dir)
-    check_layers(layers, SteeringSource.from_run(rd).n_layers)  # before the model loads
+    source = SteeringSource.from_run(rd)  # read once; checked against the model once it is loaded
+    check_layers(layers, source.n_layers)  # before the model loads
     lm = load_model(ev.model_config(cfg.model) if ev is not None else cfg.model) if model else None
-    return rd, cfg, lm, SteeringSource.from_run(rd, lm)
+    if lm is not None:
+        source.check_model(lm, rd.components)
+    return rd, cfg, lm, source
 
 
 def _error(message: str) -> None:

@@ -19,13 +19,18 @@ import torch
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
+@lru_cache(maxsize=1)
+def _cpuinfo() -> str:
+    """``/proc/cpuinfo`` (empty where there is none), read once per process."""
+    try:
+        return Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
 def cpu_flags(cpuinfo: str | None = None) -> set[str]:
     """The CPU feature flags (first ``flags`` line of ``/proc/cpuinfo``; empty where there is none)."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return set()
+    cpuinfo = _cpuinfo() if cpuinfo is None else cpuinfo
     for line in cpuinfo.splitlines():
         if line.startswith(("flags", "Features")):
             return set(line.split(":", 1)[1].split())
@@ -33,11 +38,7 @@ def cpu_flags(cpuinfo: str | None = None) -> set[str]:
 
 
 def cpu_model(cpuinfo: str | None = None) -> str:
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return "?"
+    cpuinfo = _cpuinfo() if cpuinfo is None else cpuinfo
     return next((l.split(":", 1)[1].strip() for l in cpuinfo.splitlines() if l.startswith("model name")), "?")
 
 

@@ -67,9 +67,9 @@ def open_run(root: Path | str, cfg: RunConfig | None = None,
 def _resolve_dtype(run: RunDir, cfg: RunConfig, log: Callable[[str], None] | None) -> RunConfig:
     from dataclasses import replace
 
-    from valuemech.hardware import auto_dtype
+    from valuemech.models.loading import auto_dtype_for
 
-    here = "float32" if cfg.model.name.startswith("tiny-") else auto_dtype(cfg.model.device)
+    here = auto_dtype_for(cfg.model.name, cfg.model.device)
     recorded = run.load_config().model.dtype if run.config.exists() else None
     dtype = recorded if recorded not in (None, "auto") else here
     if recorded not in (None, "auto", here) and log is not None:

@@ -51,12 +51,18 @@ class SteeringSource:
         """The run's vectors and components (components None before decompose), checked against ``lm``."""
         run = run if isinstance(run, RunDir) else RunDir(run)
         vv = run.load_vectors()
-        if lm is not None:  # another model's vectors: said before the components are compared with them
+        if lm is not None:  # another model's vectors: said before the components are read
             vv.check_model(lm)
-        comps = run.load_components() if run.components.exists() else None
-        if lm is not None and comps is not None:
-            check_artifact_model(comps.metadata, lm, str(run.components))
-        return cls(vv, comps)
+        source = cls(vv, run.load_components() if run.components.exists() else None)
+        if lm is not None:
+            source.check_model(lm, run.components)
+        return source
+
+    def check_model(self, lm: LoadedModel, components_path: Path | str = "components.safetensors") -> None:
+        """Raise unless the vectors and components were made from ``lm``."""
+        self.vectors.check_model(lm)
+        if self.components is not None:
+            check_artifact_model(self.components.metadata, lm, str(components_path))
 
     def with_file(self, path: Path | str, lm: LoadedModel | None = None) -> "SteeringSource":
         """This source with a control-vector file attached as the component ``file`` (checked against ``lm``)."""

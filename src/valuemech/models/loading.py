@@ -51,6 +51,14 @@ class LoadedModel:
         return prompt_ids(self.tokenizer, query, system_prompt, self.system_ok)
 
 
+def auto_dtype_for(model_name: str, device: str = "cpu") -> str:
+    """What ``dtype: auto`` means for this model: float32 for the tiny test models (their tests are
+    exact), else :func:`valuemech.hardware.auto_dtype` for ``device``."""
+    from valuemech.hardware import auto_dtype
+
+    return "float32" if model_name.startswith("tiny-") else auto_dtype(device)
+
+
 def resolve_dtype(name: str, device: str = "cpu") -> torch.dtype:
     """The torch dtype of a config's ``dtype`` (``auto``: :func:`valuemech.hardware.auto_dtype` for ``device``)."""
     if name == "auto":
@@ -133,8 +141,9 @@ def load_model(cfg: ModelConfig | str) -> LoadedModel:
     catalog.check_model_name(name)
     if name.startswith("tiny-"):
         model, tokenizer = tiny_model(name.removeprefix("tiny-"))
-        if cfg.dtype != "auto":  # tiny test models stay float32 under auto: their tests are exact
-            model = model.to(resolve_dtype(cfg.dtype))
+        dtype = auto_dtype_for(name, cfg.device) if cfg.dtype == "auto" else cfg.dtype
+        if dtype != "float32":  # built in float32
+            model = model.to(resolve_dtype(dtype))
         return _finish(model, tokenizer, cfg, f"valuemech/{name}", _params_sha256(model))
     if name in catalog.CATALOG:
         entry = catalog.CATALOG[name]
