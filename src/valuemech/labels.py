@@ -19,9 +19,11 @@ from valuemech.values import VALUES
 
 
 def label_records(judge: Judge, records: list[dict], out_path: Path, text_key: str = "response",
-                  id_key: str = "id", batch_size: int = 64, progress: bool = True) -> int:
+                  id_key: str = "id", batch_size: int = 64, progress: bool = True,
+                  query_key: str = "query") -> int:
     """Label records not yet in ``out_path`` (or whose text changed since); return how many lines were written.
 
+    Each record's ``query_key`` field (the query it answers, if any) goes to the judge beside the text.
     Output lines: ``{"response_id", "judge", "text_sha256", "scores": {value: float}, "expressed": {value: bool}}``.
     A ``labels.jsonl`` written by another judge is an error (use a new run directory).
     """
@@ -40,7 +42,7 @@ def label_records(judge: Judge, records: list[dict], out_path: Path, text_key: s
     for i in range(0, len(todo), batch_size):
         batch = todo[i: i + batch_size]
         result = judge.score([r.get(text_key) or "" for r in batch], VALUES,
-                             [r.get("lang", "en") for r in batch])
+                             [r.get("lang", "en") for r in batch], [r.get(query_key) or "" for r in batch])
         failures = result.failures or [{} for _ in batch]
         lines = []
         for r, s, e, f in zip(batch, result.scores, result.expressed, failures):
@@ -142,6 +144,8 @@ def read_label_input(path: Path) -> list[dict]:
     for i, r in enumerate(records):
         if not isinstance(r.get("text"), str):
             raise ValuemechError(f"{path}: record {i + 1} has no 'text' string")
+        if r.get("query") is not None and not isinstance(r["query"], str):
+            raise ValuemechError(f"{path}: record {i + 1}: 'query' must be a string")
         r.setdefault("id", str(i + 1))
         r["id"] = str(r["id"])
     return records

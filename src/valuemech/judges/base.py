@@ -25,6 +25,7 @@ class Judge(Protocol):
     name: str
 
     def score(self, texts: Sequence[str], values: Sequence[str],
-              langs: Sequence[str] | None = None) -> JudgeResult:
-        """Score every text for every value (empty texts included)."""
+              langs: Sequence[str] | None = None, queries: Sequence[str] | None = None) -> JudgeResult:
+        """Score every text for every value (empty texts included). ``queries[i]`` is what text ``i``
+        answers (a judge that reads context uses it; the others ignore it)."""
         ...

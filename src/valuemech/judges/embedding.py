@@ -135,7 +135,7 @@ class EmbeddingJudge:
         return np.stack([(emb @ desc[v].T).max(axis=1) for v in values], axis=1)
 
     def score(self, texts: Sequence[str], values: Sequence[str],
-              langs: Sequence[str] | None = None) -> JudgeResult:
+              langs: Sequence[str] | None = None, queries: Sequence[str] | None = None) -> JudgeResult:
         sims = self.similarities(texts, values)
         scores, expressed = [], []
         for i, text in enumerate(texts):

@@ -31,8 +31,8 @@ class EnsembleJudge:
         self.name = f"ensemble({rule}:{'+'.join(m.name for m in self.members)})"
 
     def score(self, texts: Sequence[str], values: Sequence[str],
-              langs: Sequence[str] | None = None) -> JudgeResult:
-        results = [m.score(texts, values, langs) for m in self.members]
+              langs: Sequence[str] | None = None, queries: Sequence[str] | None = None) -> JudgeResult:
+        results = [m.score(texts, values, langs, queries) for m in self.members]
         scores, expressed, failures = [], [], []
         for i in range(len(texts)):
             s_row, e_row, f_row = {}, {}, {}

@@ -64,7 +64,7 @@ class LexiconJudge:
         self.name = f"lexicon(pyvalues-20221007,min_hits={self.min_hits},min_rate={self.min_rate:g})"
 
     def score(self, texts: Sequence[str], values: Sequence[str],
-              langs: Sequence[str] | None = None) -> JudgeResult:
+              langs: Sequence[str] | None = None, queries: Sequence[str] | None = None) -> JudgeResult:
         scores, expressed, failures = [], [], []
         for i, text in enumerate(texts):
             lang = langs[i] if langs else "en"

@@ -155,7 +155,7 @@ class LLMJudge(YesNoEndpoint):
         return self.body(SYSTEM, q)
 
     def score(self, texts: Sequence[str], values: Sequence[str],
-              langs: Sequence[str] | None = None) -> JudgeResult:
+              langs: Sequence[str] | None = None, queries: Sequence[str] | None = None) -> JudgeResult:
         pairs = [(i, v) for i in range(len(texts)) for v in values]
         answers = self.ask([self._body(texts[i] or "", v) for i, v in pairs],
                            f"llm judge: cannot reach {self.client.base_url} "

@@ -31,6 +31,6 @@ class RandomJudge:
         self.name = f"random(rate={self.rate:g},seed={self.seed})"
 
     def score(self, texts: Sequence[str], values: Sequence[str],
-              langs: Sequence[str] | None = None) -> JudgeResult:
+              langs: Sequence[str] | None = None, queries: Sequence[str] | None = None) -> JudgeResult:
         scores = [{v: _uniform(str(self.seed), t or "", v) for v in values} for t in texts]
         return JudgeResult(scores, [{v: s[v] < self.rate for v in values} for s in scores])

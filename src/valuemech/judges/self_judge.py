@@ -77,7 +77,7 @@ class SelfJudge:
         return out_p, out_m
 
     def score(self, texts: Sequence[str], values: Sequence[str],
-              langs: Sequence[str] | None = None) -> JudgeResult:
+              langs: Sequence[str] | None = None, queries: Sequence[str] | None = None) -> JudgeResult:
         pairs = [(i, v) for i in range(len(texts)) for v in values]
         probs, mass = self.yes_probability([self.prompt(texts[i] or "", v) for i, v in pairs], group=len(values))
         self.last_mass = mass
