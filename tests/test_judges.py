@@ -78,7 +78,8 @@ def test_self_judge_equals_hand_computation_from_logits(tiny_llama):
 
     j = get_judge("self", {"threshold": 0.5}, lm=tiny_llama)
     res = j.score(["Family first.", ""], ["benevolence", "power"])
-    ids = torch.tensor([j.prompt("Family first.", "power")])
+    head, bodies, tails = j.segments(["Family first."], ["benevolence", "power"])
+    ids = torch.tensor([head + bodies[0][0] + bodies[0][1] + tails[1]])
     with torch.no_grad():
         probs = tiny_llama.model(ids).logits[0, -1].softmax(-1)
     p_yes, p_no = float(probs[j.yes].sum()), float(probs[j.no].sum())
@@ -95,7 +96,7 @@ def test_ensemble_rules_and_abstentions():
         def __init__(self, name, labels):
             self.name, self.labels = name, labels
 
-        def score(self, texts, values, langs=None):
+        def score(self, texts, values, langs=None, queries=None):
             return JudgeResult([{v: 0.0 for v in values}] * len(texts), [dict(self.labels) for _ in texts])
 
     a = Fixed("a", {"power": True, "security": None, "tradition": None})

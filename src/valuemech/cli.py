@@ -358,20 +358,55 @@ OptionsOpt = typer.Option(None, "--options", help='Judge options as JSON, e.g. \
 @judges_app.command("evaluate")
 @friendly
 def judges_evaluate(judge: str = JudgeOpt, options: Optional[str] = OptionsOpt,
-                    split: str = typer.Option("test", help="test | calib | all."),
+                    split: str = typer.Option("test", help="test | calib | all (the built-in labelled set)."),
                     n_boot: int = NBootOpt,
+                    value_portrait: Optional[Path] = typer.Option(
+                        None, "--value-portrait", help="Also measure agreement with human data: a Value Portrait "
+                        "file (query-response-tagged.json format) whose responses carry survey correlations."),
+                    tie_threshold: float = typer.Option(0.3, min=-1.0, max=1.0, help="A Value Portrait response "
+                                                        "is tied to a value when its correlation reaches this."),
+                    use_query: bool = typer.Option(True, "--query/--no-query", help="Give the judge each Value "
+                                                   "Portrait response's query."),
+                    builtin: bool = typer.Option(True, "--builtin/--no-builtin", help="Score the built-in set too."),
                     out: Optional[Path] = typer.Option(None, help="Write the report as JSON here.")) -> None:
-    """Per-value precision, recall, F1, ROC-AUC (bootstrap 95% CIs) on the labelled validation set."""
+    """Per-value precision, recall, F1, ROC-AUC (bootstrap 95% CIs) on the labelled validation set, and with
+    --value-portrait per-value AUC and Spearman rho against human survey correlations."""
     import json
 
     from valuemech.io import atomic_write_json
     from valuemech.judges import get_judge
     from valuemech.judges.evaluate import evaluate_judge
 
+    if not builtin and value_portrait is None:
+        raise ValuemechError("--no-builtin leaves nothing to evaluate: give --value-portrait FILE")
+    responses = None
+    if value_portrait is not None:
+        from valuemech.data.value_portrait import load_value_portrait
+
+        responses = load_value_portrait(value_portrait)  # a bad file fails before any model loads
     opts = _judge_options(options)
     if judge == "lexicon":
         opts.setdefault("on_unsupported", "skip")  # es items have no pyvalues dictionary
-    report = evaluate_judge(get_judge(judge, opts), split=split, n_boot=n_boot)
+    the_judge = get_judge(judge, opts)
+    report: dict = {}
+    if builtin:
+        report = evaluate_judge(the_judge, split=split, n_boot=n_boot)
+        _print_builtin_report(report, split)
+    if responses is not None:
+        from valuemech.judges.human import evaluate_on_portrait
+
+        human = evaluate_on_portrait(the_judge, responses, tie_threshold, n_boot, use_query=use_query)
+        human["file"] = str(value_portrait)
+        _print_portrait_report(human)
+        report = {**report, "judge": human["judge"], "value_portrait": human}
+    if out:
+        atomic_write_json(out, report)
+        console.print(f"report: {out}")
+    elif builtin:
+        console.print_json(json.dumps(report["macro"]))
+
+
+def _print_builtin_report(report: dict, split: str) -> None:
     table = Table(title=f"{report['judge']} on the {split} split (n={report['n']})")
     for col in ("value", "n", "pos", "precision", "recall", "F1", "ROC-AUC"):
         table.add_column(col, justify="right" if col != "value" else "left")
@@ -384,11 +419,18 @@ def judges_evaluate(judge: str = JudgeOpt, options: Optional[str] = OptionsOpt,
     console.print(table)
     if report["failures"]:
         console.print(f"undecided items: {report['failures']}")
-    if out:
-        atomic_write_json(out, report)
-        console.print(f"report: {out}")
-    else:
-        console.print_json(json.dumps(report["macro"]))
+
+
+def _print_portrait_report(rep: dict) -> None:
+    table = Table(title=f"{rep['judge']} on Value Portrait (n={rep['n']} responses, {rep['queries']} queries; "
+                        f"tied: r >= {rep['threshold']:g})")
+    for col in ("value", "n", "tied", "ROC-AUC", "Spearman rho"):
+        table.add_column(col, justify="right" if col != "value" else "left")
+    fmt = lambda m, k: f"{m[k]:.3f} [{m[k + '_ci'][0]:.2f}, {m[k + '_ci'][1]:.2f}]"  # noqa: E731
+    for v, m in rep["per_value"].items():
+        table.add_row(v, str(m["n"]), str(m["tied"]), fmt(m, "auc"), fmt(m, "rho"))
+    table.add_row("mean", "", "", fmt(rep["macro"], "auc"), fmt(rep["macro"], "rho"))
+    console.print(table)
 
 
 @judges_app.command("table")

@@ -98,6 +98,11 @@ def _records(run: RunDir) -> list[dict]:
     return records
 
 
+def _judges_with_run_model(name: str, options: dict | None) -> bool:
+    """Whether judge ``name`` scores with the run's own model (``self``; ``lm`` without a ``model``)."""
+    return name == "self" or (name == "lm" and "model" not in (options or {}))
+
+
 @dataclass
 class Pipeline:
     """Runs stages in order on one run directory, loading the model only if a stage needs it."""
@@ -142,7 +147,7 @@ class Pipeline:
         from valuemech.io import atomic_write_bytes
 
         records = _records(self.run)
-        lm = self.model() if self.cfg.judge.name == "self" else None
+        lm = self.model() if _judges_with_run_model(self.cfg.judge.name, self.cfg.judge.options) else None
         judge = get_judge(self.cfg.judge.name, self.cfg.judge.options, lm=lm)
         if force and self.run.labels.exists():
             atomic_write_bytes(self.run.labels, b"")

@@ -99,3 +99,47 @@ def option_probabilities(lm: LoadedModel, prompts: list[list[int]], options: lis
     safe = torch.where(mass[:, None] > 0, per_opt / mass.clamp_min(1e-300)[:, None],
                        torch.full_like(per_opt, 1.0 / len(options)))
     return OptionScores(safe, mass)
+
+
+@torch.no_grad()
+def tree_next_token_probs(lm: LoadedModel, head: list[int], bodies: list[list[list[int]]], tails: list[list[int]],
+                          columns: list[int], batch_size: int = 16, on_body=None) -> torch.Tensor:
+    """P(next token | head + body_i + tail_j) for the token ids ``columns`` (softmax over the whole
+    vocabulary), float64 ``[len(bodies), len(tails), len(columns)]``. Each body is a list of segments
+    (e.g. ``[query, response]``); body i is their concatenation.
+
+    The head runs once and its KV cache is kept; each body extends it segment by segment, reusing the
+    caches of the segments it shares with the previous body (five responses to one query: the query
+    runs once); the tails of a body run in batches of ``batch_size`` on the body's cache, so a
+    (body, tail) pair costs only its tail's tokens. Equal to scoring every whole sequence up to float
+    rounding (tested); models whose cache cannot be shared (sliding-window layers) score whole
+    sequences. ``on_body()`` is called after each body (a progress bar).
+    """
+    if not tails or not head:
+        raise ValueError("tree_next_token_probs needs a head and at least one tail")
+    if any(not t for t in tails):
+        raise ValueError("every tail needs at least one token")
+    out = torch.zeros(len(bodies), len(tails), len(columns), dtype=torch.float64)
+    head_cache, _ = prefix_forward(lm, head)
+    stack: list[tuple[tuple[int, ...], object, int]] = []  # the previous body's (segment, cache after it, length)
+    for i, body in enumerate(bodies):
+        if head_cache is None:
+            seqs = [head + [t for seg in body for t in seg] + tail for tail in tails]
+            out[i] = next_token_probs(lm, seqs, batch_size, prefix_cache=True, columns=columns)
+        else:
+            k = 0
+            while k < min(len(stack), len(body)) and stack[k][0] == tuple(body[k]):
+                k += 1
+            del stack[k:]
+            cache, length = (stack[-1][1], stack[-1][2]) if stack else (head_cache, len(head))
+            for seg in body[k:]:
+                if seg:
+                    res = padded_forward(lm, [seg], cache, length, logits_to_keep=1)
+                    cache, length = (res.get("cache") if "cache" in res else res.get("past_key_values")), length + len(seg)
+                stack.append((tuple(seg), cache, length))
+            for s in range(0, len(tails), batch_size):
+                logits = padded_forward(lm, tails[s: s + batch_size], cache, length, logits_to_keep=1).logits[:, -1]
+                out[i, s: s + batch_size] = logits.double().softmax(-1).cpu()[:, columns]
+        if on_body is not None:
+            on_body()
+    return out

@@ -1,4 +1,4 @@
-"""Value-expression judges behind one protocol: lexicon, embedding, llm, self, ensemble, random."""
+"""Value-expression judges behind one protocol: lexicon, embedding, llm, lm, self, ensemble, random."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ CLASSES: dict[str, tuple[str, str]] = {
     "lexicon": ("valuemech.judges.lexicon", "LexiconJudge"),
     "embedding": ("valuemech.judges.embedding", "EmbeddingJudge"),
     "llm": ("valuemech.judges.llm", "LLMJudge"),
-    "self": ("valuemech.judges.self_judge", "SelfJudge"),
+    "lm": ("valuemech.judges.lm_judge", "LMJudge"),
+    "self": ("valuemech.judges.lm_judge", "SelfJudge"),
     "ensemble": ("valuemech.judges.ensemble", "EnsembleJudge"),
     "random": ("valuemech.judges.random_judge", "RandomJudge"),
 }
@@ -64,13 +65,8 @@ def check_judge(name: Any, options: Any = None, where: str = "judge") -> None:
     cls, make = judge_class(name), _builder(name)
     options = {} if options is None else options
     where = f"{where} {name}"
-    if name == "self" and isinstance(options, dict) and "model" in options:
-        from valuemech.models.catalog import check_model_name
-
-        if not isinstance(options["model"], str):
-            raise ValuemechError(f"{where} option model must be a model name")
-        check_model_name(options["model"])
-        options = {k: v for k, v in options.items() if k != "model"}
+    if name in MODEL_JUDGES and isinstance(options, dict):
+        options = _check_model_options(options, where)
     check_judge_options(make, getattr(cls, "OPTIONS", {}), options, where)
     if name == "ensemble":
         from valuemech.judges.ensemble import member_specs
@@ -79,19 +75,54 @@ def check_judge(name: Any, options: Any = None, where: str = "judge") -> None:
             check_judge(member, opts, f"{where} member")
 
 
+#: Judges that run a local model: ``lm`` (options ``model``, ``dtype``: any model; without ``model``,
+#: the run's) and ``self`` (the run's model; ``model`` only outside a run).
+MODEL_JUDGES = ("lm", "self")
+
+
+def _check_model_options(options: dict, where: str) -> dict:
+    """The ``model`` and ``dtype`` options of a model judge checked; the other options returned."""
+    from valuemech.models.catalog import check_model_name
+    from valuemech.config import DTYPES
+
+    if "model" in options:
+        if not isinstance(options["model"], str):
+            raise ValuemechError(f"{where} option model must be a model name")
+        check_model_name(options["model"])
+    if "dtype" in options:
+        if not isinstance(options["dtype"], str):
+            raise ValuemechError(f"{where} option dtype must be a string")
+        DTYPES.check(f"{where} option dtype", options["dtype"])
+    return {k: v for k, v in options.items() if k not in ("model", "dtype")}
+
+
+def judge_model(name: str, options: dict | None, lm=None):
+    """The model a model judge scores with: ``lm`` judge with a ``model`` option loads its own
+    (never the run's); otherwise the run's ``lm``; outside a run, ``model`` (``self``: the default model)."""
+    from valuemech.config import ModelConfig
+    from valuemech.models.loading import load_model
+
+    options = options or {}
+    own = options.get("model")
+    if name == "lm" and own is not None:
+        return load_model(ModelConfig(name=own, dtype=options.get("dtype", "auto")))
+    if lm is not None:
+        return lm
+    if name == "lm":
+        raise ValuemechError("judge lm needs option model (an embedded model, tiny-<family>, a Hugging Face id "
+                             "or a local directory) outside a run")
+    return load_model(ModelConfig(name=own or "smollm2-135m", dtype=options.get("dtype", "auto")))
+
+
 def get_judge(name: str, options: dict[str, Any] | None = None, lm=None) -> Judge:
-    """Build a judge by name (checked first by :func:`check_judge`). ``self`` judges with ``lm`` (or
-    loads ``options["model"]``)."""
+    """Build a judge by name (checked first by :func:`check_judge`). Model judges score with the model
+    :func:`judge_model` gives (``lm``: the run's model, passed here, unless ``options["model"]`` names another)."""
     check_judge(name, options)
     options = dict(options or {})
     try:
-        if name == "self":
-            if lm is None:
-                from valuemech.models.loading import load_model
-                lm = load_model(options.pop("model", "smollm2-135m"))
-            else:
-                options.pop("model", None)
-            return judge_class(name)(lm, **options)
+        if name in MODEL_JUDGES:
+            model = judge_model(name, options, lm)
+            return judge_class(name)(model, **{k: v for k, v in options.items() if k not in ("model", "dtype")})
         if name == "ensemble":
             return _builder(name)(lambda n, o: get_judge(n, o, lm), **options)
         return judge_class(name)(**options)

@@ -39,17 +39,24 @@ def roc_auc(y: np.ndarray, s: np.ndarray) -> float:
     n_pos, n_neg = int(y.sum()), int((~y).sum())
     if n_pos == 0 or n_neg == 0:
         return float("nan")
-    order = np.argsort(s, kind="mergesort")
-    ranks = np.empty(len(s), dtype=np.float64)
-    sorted_s = s[order]
+    ranks = average_ranks(s)
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def average_ranks(a: np.ndarray) -> np.ndarray:
+    """1-based ranks of ``a``, ties sharing the mean of their positions."""
+    a = np.asarray(a, dtype=np.float64)
+    order = np.argsort(a, kind="mergesort")
+    ranks = np.empty(len(a), dtype=np.float64)
+    sorted_a = a[order]
     i = 0
-    while i < len(s):
+    while i < len(a):
         j = i
-        while j + 1 < len(s) and sorted_s[j + 1] == sorted_s[i]:
+        while j + 1 < len(a) and sorted_a[j + 1] == sorted_a[i]:
             j += 1
         ranks[order[i: j + 1]] = (i + j) / 2.0 + 1.0
         i = j + 1
-    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+    return ranks
 
 
 def prf(y: np.ndarray, pred: np.ndarray) -> tuple[float, float, float]:
