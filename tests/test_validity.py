@@ -56,7 +56,7 @@ def test_auc_equals_the_hand_computation():
     lo, hi = res["mean"]["auc_ci"]
     assert lo <= hi <= 1.0
     others = [v for v in VALUES if v not in HAND_AUC]
-    assert all(res["per_value"][v]["reason"] == "not prompted in this run" and "auc" not in res["per_value"][v]
+    assert all(res["per_value"][v]["reason"] == "not prompted" and "auc" not in res["per_value"][v]
                for v in others)
 
 
@@ -113,7 +113,7 @@ def test_summary_prints_the_table(tmp_path, monkeypatch):
     assert "│ 2 " in power or " 2 " in power
     mean = next(line for line in res.output.splitlines() if "mean" in line and "0.89 [" in line)
     assert "5" in mean
-    assert "n/a (not prompted in this run)" in res.output and "Warning" not in res.output
+    assert "n/a (not prompted)" in res.output and "Warning" not in res.output
 
 
 def test_report_renders_the_table(tmp_path):
@@ -122,4 +122,4 @@ def test_report_renders_the_table(tmp_path):
     page = build_report(_synthetic_run(tmp_path / "run"), n_boot=50).read_text()
     assert "does the judge tell prompted values apart?" in page
     assert "<td>power</td>" in page and "<td>0.75 [" in page and "<td>0.89 [" in page
-    assert "n/a (not prompted in this run)" in page
+    assert "n/a (not prompted)" in page

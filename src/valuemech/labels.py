@@ -153,7 +153,7 @@ def judge_validity(records: list[dict], label_rows: list[dict], n_boot: int = 20
     values = [v for v in VALUES if counts[v]]
     out: dict = {"status": "n/a", "reason": None, "n": len(prompted), "n_boot": n_boot, "warning": None,
                  "judge": next(iter({latest[r["id"]].get("judge") for r in prompted}), None),
-                 "per_value": {v: {"n_prompted": counts[v], "reason": None if counts[v] else "not prompted in this run"}
+                 "per_value": {v: {"n_prompted": counts[v], "reason": None if counts[v] else "not prompted"}
                                for v in VALUES}}
     if not prompted:
         out["reason"] = "no prompted responses with labels in this run"

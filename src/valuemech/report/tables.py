@@ -129,8 +129,9 @@ def validity_rows(result: dict) -> list[list[str]]:
 def validity_notes(result: dict) -> list[str]:
     """What the table measures, then why it is n/a or the near-chance warning (plain lines)."""
     notes = [f"ROC-AUC of the judge's score for each value: responses prompted with it against responses prompted "
-             f"with another value ({result['n']} prompted responses, {result['n_boot']} bootstrap resamples; "
-             "model's prompt following and judge together; the random judge on the same texts is chance)."]
+             f"with another value, and their mean over the prompted values ({result['n']} prompted responses, "
+             f"{result['n_boot']} bootstrap resamples). It measures the model's prompt following and the judge "
+             "together; the random judge scoring the same texts is chance."]
     if result["status"] != "ok":
         notes.append(f"n/a: {result['reason']}.")
     elif result["warning"]:
