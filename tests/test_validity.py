@@ -123,3 +123,16 @@ def test_report_renders_the_table(tmp_path):
     assert "does the judge tell prompted values apart?" in page
     assert "<td>power</td>" in page and "<td>0.75 [" in page and "<td>0.89 [" in page
     assert "n/a (not prompted)" in page
+
+
+def test_a_label_line_with_scores_of_another_shape_is_a_one_line_error(tmp_path):
+    from valuemech.errors import ValuemechError
+    from valuemech.labels import read_labels
+
+    path = tmp_path / "labels.jsonl"
+    for scores in ('"high"', '{"power": "high"}', '{"kindness": 1.0}', '{"power": true}'):
+        path.write_text('{"response_id": "r1", "expressed": {}, "scores": %s}\n' % scores)
+        with pytest.raises(ValuemechError, match="scores must map value ids to numbers or null"):
+            read_labels(path)
+    path.write_text('{"response_id": "r1", "expressed": {}, "scores": {"power": null, "security": 1}}\n')
+    assert read_labels(path)[0]["scores"]["security"] == 1

@@ -94,7 +94,8 @@ def match_problem(records: list[dict], rows: list[dict], where: Path | str = "la
 
 
 def read_labels(path: Path) -> list[dict]:
-    """``labels.jsonl`` rows, checked for what readers use: ``response_id``, ``expressed`` {value id: bool | null}."""
+    """``labels.jsonl`` rows, checked for what readers use: ``response_id``, ``expressed`` {value id: bool | null},
+    ``scores`` {value id: number | null} (when present)."""
     rows = read_jsonl(Path(path))
     for i, r in enumerate(rows, 1):
         rid, exp = r.get("response_id"), r.get("expressed")
@@ -103,11 +104,20 @@ def read_labels(path: Path) -> list[dict]:
         if not isinstance(exp, dict) or not all(k in VALUES and (x is None or isinstance(x, bool))
                                                 for k, x in exp.items()):
             raise ValuemechError(f"{path}: record {i}: expressed must map value ids to true/false/null")
+        if not _scores_ok(r.get("scores", {})):
+            raise ValuemechError(f"{path}: record {i}: scores must map value ids to numbers or null")
         if not isinstance(r.get("judge", ""), str):
             raise ValuemechError(f"{path}: record {i}: judge must be a string")
         if not isinstance(r.get("text_sha256", ""), str):
             raise ValuemechError(f"{path}: record {i}: text_sha256 must be a string")
     return rows
+
+
+def _scores_ok(scores: object) -> bool:
+    """Whether a label line's ``scores`` is ``{value id: number | null}``."""
+    return isinstance(scores, dict) and all(
+        k in VALUES and (x is None or (isinstance(x, (int, float)) and not isinstance(x, bool)))
+        for k, x in scores.items())
 
 
 def load_labels(path: Path) -> tuple[dict[str, dict[str, bool]], str | None]:
