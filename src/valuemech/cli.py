@@ -289,9 +289,12 @@ _register_stages()
 
 @app.command()
 @friendly
-def summary(run_dir: Path = typer.Argument(..., help="Run directory.")) -> None:
-    """Print per-value label counts, cos(v_int, v_prompt) at the middle block, and prompt following."""
-    from valuemech.labels import following_rates
+def summary(run_dir: Path = typer.Argument(..., help="Run directory."),
+            n_boot: int = typer.Option(200, "--n-boot", help="Bootstrap resamples of the 95% intervals.",
+                                       parser=ranged(int, N_BOOT))) -> None:
+    """Print per-value label counts, cos(v_int, v_prompt) at the middle block, prompt following, and how
+    well the judge tells prompted values apart (ROC-AUC, beside the random judge's)."""
+    from valuemech.labels import following_rates, judge_validity
     from valuemech.pipeline import open_run
 
     rd, _ = open_run(run_dir)
@@ -306,6 +309,20 @@ def summary(run_dir: Path = typer.Argument(..., help="Run directory.")) -> None:
             table.add_row(v, str(r["n_prompted_with"]), fmt(r["prompted_with"]), fmt(r["prompted_other"]),
                           fmt(r["intrinsic"]))
         console.print(table)
+        _print_validity(judge_validity(rd.load_responses(), rd.read_labels(), n_boot=n_boot))
+
+
+def _print_validity(result: dict) -> None:
+    from valuemech.report.tables import VALIDITY_COLUMNS, validity_notes, validity_rows
+
+    table = Table(title="does the judge tell prompted values apart? (ROC-AUC)")
+    for col in VALIDITY_COLUMNS:
+        table.add_column(col, justify="left" if col == "value" else "right")
+    for row in validity_rows(result):
+        table.add_row(*row)
+    console.print(table)
+    for line in validity_notes(result):
+        console.print(line, markup=False, highlight=False)
 
 
 @models_app.command("list")

@@ -45,18 +45,9 @@ def roc_auc(y: np.ndarray, s: np.ndarray) -> float:
 
 def average_ranks(a: np.ndarray) -> np.ndarray:
     """1-based ranks of ``a``, ties sharing the mean of their positions."""
-    a = np.asarray(a, dtype=np.float64)
-    order = np.argsort(a, kind="mergesort")
-    ranks = np.empty(len(a), dtype=np.float64)
-    sorted_a = a[order]
-    i = 0
-    while i < len(a):
-        j = i
-        while j + 1 < len(a) and sorted_a[j + 1] == sorted_a[i]:
-            j += 1
-        ranks[order[i: j + 1]] = (i + j) / 2.0 + 1.0
-        i = j + 1
-    return ranks
+    _, inverse, counts = np.unique(np.asarray(a, dtype=np.float64), return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)  # average rank of each group of tied scores: (first + last) / 2, 1-based
+    return (ends - (counts - 1) / 2.0)[inverse.reshape(-1)]
 
 
 def prf(y: np.ndarray, pred: np.ndarray) -> tuple[float, float, float]:

@@ -17,6 +17,7 @@ import markdown as md
 
 from valuemech.evals import registry
 from valuemech.io import atomic_write_text
+from valuemech.labels import judge_validity
 from valuemech.report import figures, tables
 from valuemech.report.browser import PAGE_ERROR_HOOK_JS, PAGE_PROBE_JS
 from valuemech.report.findings import findings
@@ -117,6 +118,14 @@ def _summary(run: RunDir, cfg: dict | None) -> str:
     return out
 
 
+def _validity(run: RunDir, n_boot: int) -> str:
+    """The labels' validity check: does the judge's score pick out the prompted value? (empty without labels)"""
+    if not (run.labels.exists() and run.responses.exists()):
+        return ""
+    result = judge_validity(run.load_responses(), run.read_labels(), n_boot=n_boot)
+    return "<h3>Labels: does the judge tell prompted values apart?</h3>" + _md(tables.validity_md(result))
+
+
 def _decompose(dec: dict) -> str:
     md_ = dec.get("mean_delta", {})
     expl = md_.get("explained") or []
@@ -194,7 +203,7 @@ def build_report(run_root: Path | RunDir, n_boot: int = 1000) -> Path:
              _img(figures.findings_chart(found, figs / "findings.png"), root, "findings"),
              "<p class='small'>Verdicts come from the 95% bootstrap interval of each effect: supported (above 0), "
              "not supported (below 0), inconclusive (spans 0 or too few pairs), missing (not run).</p>",
-             "<h2>Pipeline summary</h2>", _summary(run, cfg)]
+             "<h2>Pipeline summary</h2>", _summary(run, cfg), _validity(run, n_boot)]
     dec = run.peek(run.decompose_json)
     if dec:
         body += ["<h2>Intrinsic vs. prompted vectors (Figure 2)</h2>",

@@ -102,3 +102,47 @@ def run_markdown(run: RunDir | Path) -> str:
         heading = "" if ev.section != "Evaluations" else f"### {ev.name}\n\n"
         parts.append(heading + render(ev, path, load_json(path)))
     return "\n\n".join(parts) + "\n"
+
+
+#: Columns of the judge-validity table (:func:`validity_rows`), shared by ``valuemech summary`` and the report.
+VALIDITY_COLUMNS = ("value", "n prompted", "AUC [95% CI]", "random-judge AUC [95% CI]")
+
+
+def _auc_cell(auc: float | None, ci: list[float] | None) -> str:
+    if auc is None or auc != auc:
+        return "n/a"
+    return f"{auc:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]"
+
+
+def validity_rows(result: dict) -> list[list[str]]:
+    """One row per value, then the mean, of :func:`valuemech.labels.judge_validity` (``n/a (why)`` where none)."""
+    rows = []
+    for v, d in result["per_value"].items():
+        cells = [f"n/a ({d['reason']})" if d.get("reason") else _auc_cell(d.get(k), d.get(f"{k}_ci"))
+                 for k in ("auc", "random_auc")]
+        rows.append([v, str(d["n_prompted"]), *cells])
+    m = result.get("mean", {})
+    rows.append(["mean", str(result["n"]), *[_auc_cell(m.get(k), m.get(f"{k}_ci")) for k in ("auc", "random_auc")]])
+    return rows
+
+
+def validity_notes(result: dict) -> list[str]:
+    """What the table measures, then why it is n/a or the near-chance warning (plain lines)."""
+    notes = [f"ROC-AUC of the judge's score for each value: responses prompted with it against responses prompted "
+             f"with another value, and their mean over the prompted values ({result['n']} prompted responses, "
+             f"{result['n_boot']} bootstrap resamples). It measures the model's prompt following and the judge "
+             "together; the random judge scoring the same texts is chance."]
+    if result["status"] != "ok":
+        notes.append(f"n/a: {result['reason']}.")
+    elif result["warning"]:
+        notes.append(f"Warning: {result['warning']}.")
+    return notes
+
+
+def validity_md(result: dict) -> str:
+    """The judge-validity table as Markdown, with its notes."""
+    esc = lambda c: c.replace("|", "\\|")  # noqa: E731
+    lines = ["| " + " | ".join(VALIDITY_COLUMNS) + " |", "|---" * len(VALIDITY_COLUMNS) + "|"]
+    lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in validity_rows(result)]
+    notes = [f"**{n}**" if n.startswith("Warning") else n for n in validity_notes(result)]
+    return "\n".join(lines) + "\n\n" + "\n\n".join(notes)
