@@ -95,7 +95,7 @@ def test_ensemble_rules_and_abstentions():
         def __init__(self, name, labels):
             self.name, self.labels = name, labels
 
-        def score(self, texts, values, langs=None):
+        def score(self, texts, values, langs=None, queries=None):
             return JudgeResult([{v: 0.0 for v in values}] * len(texts), [dict(self.labels) for _ in texts])
 
     a = Fixed("a", {"power": True, "security": None, "tradition": None})
