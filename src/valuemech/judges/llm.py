@@ -124,8 +124,9 @@ def yes_probability(top: Sequence[Sequence]) -> float | None:
 def first_top_logprobs(choice: dict) -> list[list] | None:
     """``[token, logprob]`` of the first generated token's ``top_logprobs`` in a chat choice; None when
     the choice has no logprobs (the field missing or null, or no token)."""
-    content = (choice.get("logprobs") or {}).get("content") if isinstance(choice.get("logprobs"), dict) else None
-    if not content or not isinstance(content[0], dict):
+    logprobs = choice.get("logprobs")
+    content = logprobs.get("content") if isinstance(logprobs, dict) else None
+    if not isinstance(content, list) or not content or not isinstance(content[0], dict):
         return None
     return [[t.get("token", ""), t.get("logprob")] for t in content[0].get("top_logprobs") or []
             if isinstance(t, dict)]
