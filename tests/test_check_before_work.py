@@ -99,6 +99,16 @@ def test_run_refuses_a_bad_setting_before_anything_is_written(case, args, needle
     assert not out.exists()
 
 
+@pytest.mark.parametrize("model", [[], ["--model", "tiny-llama"]], ids=["paper model", "tiny model"])
+def test_paper_preset_without_its_api_key_fails_before_work(model, tmp_path, no_model, monkeypatch):
+    """The paper preset labels with GPT-4o-mini: no OPENAI_API_KEY is one line, before any model or file."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    out = tmp_path / "run"
+    assert_cli_error(cli("run", "--preset", "paper", "--out", out, "--quiet", *model),
+                     "judge llm: environment variable OPENAI_API_KEY is not set")
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("case,config,needle", CONFIGS, ids=[c[0] for c in CONFIGS])
 def test_run_refuses_a_bad_config_before_anything_is_written(case, config, needle, tmp_path, no_model):
     path = tmp_path / "config.yaml"

@@ -281,7 +281,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "data": {"n_queries": None},
         "generation": {"intrinsic_samples": 5, "prompted_samples": 1, "prompted_mode": "all",
                        "max_new_tokens": 256, "batch_size": 32},
-        "judge": {"name": "lexicon"},
+        # The paper's labeller: GPT-4o-mini, graded by its yes/no logprobs (binary where none come back).
+        "judge": {"name": "llm", "options": {"model": "gpt-4o-mini", "api_key_env": "OPENAI_API_KEY",
+                                             "logprobs": "auto"}},
         "extract": {"batch_size": 16, "min_group": 20},
     },
 }

@@ -55,6 +55,12 @@ class ChatClient:
 
     def complete(self, body: dict) -> str:
         """The first choice's message content, or :class:`RequestFailed` after the retries."""
+        content = self.choice(body)["message"]["content"]
+        return content if isinstance(content, str) else ""
+
+    def choice(self, body: dict) -> dict:
+        """The whole first choice (``message``, ``logprobs``, ``finish_reason``, ...), or
+        :class:`RequestFailed` after the retries; one without a ``message`` mapping is unparseable."""
         headers = {"Authorization": f"Bearer {self.key}"} if self.key else {}
         last = "no attempt"
         for attempt in range(self.retries + 1):
@@ -80,9 +86,10 @@ class ChatClient:
                 raise ValuemechError(f"{self.who}: {self.base_url} answered HTTP {r.status_code}: "
                                      f"{' '.join(r.text[:200].split())}")
             try:
-                content = r.json()["choices"][0]["message"]["content"]
+                choice = r.json()["choices"][0]
+                choice["message"]["content"]
             except (ValueError, KeyError, IndexError, TypeError):
                 last = "unparseable response body"
                 continue
-            return content if isinstance(content, str) else ""
+            return choice
         raise RequestFailed(last)

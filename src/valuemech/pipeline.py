@@ -39,8 +39,8 @@ def preflight(cfg: RunConfig) -> None:
     from valuemech.models.catalog import check_model_name
     from valuemech.openai_client import check_key_env
 
+    check_judge(cfg.judge.name, cfg.judge.options)  # first: a missing API key needs no model lookup
     check_model_name(cfg.model.name)
-    check_judge(cfg.judge.name, cfg.judge.options)
     if cfg.generation.backend == "endpoint":
         check_key_env(endpoint_settings(cfg.generation.endpoint).api_key_env, "generation endpoint")
     pool = select_queries(cfg.data.queries, None, cfg.seed, cfg.data.text_field)
