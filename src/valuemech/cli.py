@@ -450,6 +450,39 @@ def _print_portrait_report(rep: dict) -> None:
     console.print(table)
 
 
+@judges_app.command("cross-validate")
+@friendly
+def judges_cross_validate(value_portrait: Path = typer.Option(..., "--value-portrait", help="Value Portrait file "
+                                                              "(query-response-tagged.json format) to fit and test on."),
+                          features: str = typer.Option("query+response", help="response | query+response: what is embedded."),
+                          folds: int = typer.Option(5, min=2, max=50, help="Outer folds, grouped by query."),
+                          tie_threshold: float = typer.Option(0.3, min=-1.0, max=1.0, help="Tied: correlation >= this."),
+                          n_boot: int = NBootOpt,
+                          out: Optional[Path] = typer.Option(None, help="Write the report as JSON here.")) -> None:
+    """Nested cross-validated agreement of the `learned` judge (ridge on MiniLM embeddings) on a Value Portrait
+    file: fit on some queries, scored on the others; the ridge penalty chosen inside each training part."""
+    from valuemech.data.value_portrait import load_value_portrait
+    from valuemech.io import atomic_write_json
+    from valuemech.judges.human import portrait_agreement
+    from valuemech.judges.learned import FEATURES, cross_validated
+    from valuemech.values import VALUES
+
+    if features not in FEATURES:
+        raise ValuemechError(f"--features must be one of {', '.join(FEATURES)}, not {features!r}")
+    responses = load_value_portrait(value_portrait)
+    if len({r.id.rsplit('/', 1)[0] for r in responses}) < folds:
+        raise ValuemechError(f"{value_portrait}: fewer queries than --folds {folds}")
+    pred, alphas = cross_validated(responses, features, folds)
+    scores = [{v: float(p[k]) for k, v in enumerate(VALUES)} for p in pred]
+    rep = portrait_agreement(responses, scores, tie_threshold, n_boot)
+    rep.update({"judge": f"learned(ridge:minilm,{features},{folds}-fold nested CV)", "alphas": alphas,
+                "file": str(value_portrait)})
+    _print_portrait_report(rep)
+    if out:
+        atomic_write_json(out, {"judge": rep["judge"], "value_portrait": rep})
+        console.print(f"report: {out}")
+
+
 @judges_app.command("table")
 @friendly
 def judges_table(reports: list[Path] = typer.Argument(..., help="JSON reports of `judges evaluate --out`.")) -> None:

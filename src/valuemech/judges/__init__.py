@@ -1,4 +1,4 @@
-"""Value-expression judges behind one protocol: lexicon, embedding, llm, lm, self, ensemble, random."""
+"""Value-expression judges behind one protocol: lexicon, embedding, llm, lm, self, learned, ensemble, random."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ CLASSES: dict[str, tuple[str, str]] = {
     "llm": ("valuemech.judges.llm", "LLMJudge"),
     "lm": ("valuemech.judges.lm_judge", "LMJudge"),
     "self": ("valuemech.judges.lm_judge", "SelfJudge"),
+    "learned": ("valuemech.judges.learned", "LearnedJudge"),
     "ensemble": ("valuemech.judges.ensemble", "EnsembleJudge"),
     "random": ("valuemech.judges.random_judge", "RandomJudge"),
 }
@@ -67,6 +68,12 @@ def check_judge(name: Any, options: Any = None, where: str = "judge") -> None:
     where = f"{where} {name}"
     if name in MODEL_JUDGES and isinstance(options, dict):
         options = _check_model_options(options, where)
+    if name == "learned" and isinstance(options, dict) and isinstance(options.get("train"), str):
+        from pathlib import Path
+
+        if not Path(options["train"]).expanduser().is_file():
+            raise ValuemechError(f"{where} option train: {options['train']} is not a file (a Value Portrait "
+                                 "file with survey correlations to fit the judge to)")
     check_judge_options(make, getattr(cls, "OPTIONS", {}), options, where)
     if name == "ensemble":
         from valuemech.judges.ensemble import member_specs
