@@ -101,3 +101,22 @@ def test_in_a_run_lm_with_another_model_never_loads_the_runs_model(smoke_dir, tm
     assert loaded == ["tiny-qwen2"] and pipe.lm is None
     rows = [line for line in (run / "labels.jsonl").read_text().splitlines() if line]
     assert rows and all("tiny-qwen2" in line for line in rows)
+
+
+def test_label_input_passes_each_texts_query_to_the_judge(tmp_path, tiny_llama):
+    import json
+
+    from tests.conftest import cli
+    from valuemech.values import VALUES
+
+    rows = [{"id": "a", "text": "Family first.", "query": "What matters?"}, {"id": "b", "text": "Win."}]
+    src, out = tmp_path / "in.jsonl", tmp_path / "labels.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    res = cli("label", "--judge", "lm", "--model", "tiny-llama", "--input", src, "--output", out, "--quiet")
+    assert res.exit_code == 0, res.output
+    got = {json.loads(line)["response_id"]: json.loads(line)["scores"] for line in out.read_text().splitlines()}
+    j = get_judge("lm", {}, lm=tiny_llama)
+    want = j.score([r["text"] for r in rows], VALUES, queries=["What matters?", ""]).scores
+    without = j.score([r["text"] for r in rows], VALUES, queries=["", ""]).scores
+    assert got["a"] == pytest.approx(want[0], rel=1e-5) and got["b"] == pytest.approx(want[1], rel=1e-5)
+    assert got["a"] != pytest.approx(without[0], rel=1e-5)  # the query changed the score

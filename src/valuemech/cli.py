@@ -518,9 +518,10 @@ def judges_calibrate(judge: str = typer.Option("embedding", "--judge", help="Jud
 def label(run_dir: Optional[Path] = typer.Option(None, "--run", help="Label a run's responses with its judge (the label stage)."),
           judge: Optional[str] = typer.Option(None, "--judge", help=" | ".join(JUDGES) + "."),
           options: Optional[str] = OptionsOpt,
-          input: Optional[Path] = typer.Option(None, "--input", help="JSONL, one object per line with a 'text' field."),
+          input: Optional[Path] = typer.Option(None, "--input", help="JSONL, one object per line with a 'text' "
+                                               "field (and optionally the 'query' it answers)."),
           output: Optional[Path] = typer.Option(None, "--output", help="Labels JSONL (appended; resumable)."),
-          model: Optional[str] = typer.Option(None, "--model", help="Model for the self judge."),
+          model: Optional[str] = typer.Option(None, "--model", help="Model for the lm or self judge."),
           force: bool = typer.Option(False, help="With --run: redo the stage even if complete."),
           quiet: bool = QuietOpt) -> None:
     """Label a run's responses (--run DIR), or any texts (--judge J --input FILE --output OUT)."""
