@@ -97,3 +97,19 @@ def test_learned_judge_needs_an_existing_training_file(tmp_path):
 
     with pytest.raises(ValuemechError, match="is not a file"):
         check_judge("learned", {"train": str(tmp_path / "missing.json")})
+
+
+def test_judges_table_prints_value_portrait_reports(tmp_path):
+    out = tmp_path / "rep.json"
+    assert cli("judges", "evaluate", "--judge", "random", "--value-portrait", FIXTURE, "--no-builtin",
+               "--n-boot", "10", "--out", out).exit_code == 0
+    res = cli("judges", "table", out)
+    assert res.exit_code == 0 and "mean AUC" in res.output and "| power |" in res.output
+
+
+def test_short_name_of_model_judges():
+    from valuemech.judges.human import short_name
+
+    assert short_name("lm(Qwen/Qwen2.5-Coder-1.5B-Instruct (GGUF x.gguf),prefill,no-query,t=0.5)") == \
+        "lm Qwen2.5-Coder-1.5B-Instruct prefill no-query"
+    assert short_name("lexicon(pyvalues,min_hits=1)") == "lexicon"

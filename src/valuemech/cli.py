@@ -486,11 +486,22 @@ def judges_cross_validate(value_portrait: Path = typer.Option(..., "--value-port
 @judges_app.command("table")
 @friendly
 def judges_table(reports: list[Path] = typer.Argument(..., help="JSON reports of `judges evaluate --out`.")) -> None:
-    """Print Markdown tables (macro and per-value F1 / ROC-AUC) from evaluation reports."""
+    """Print Markdown tables from `judges evaluate --out` reports: the built-in set's (macro and per-value F1 /
+    ROC-AUC) for those that scored it, and Value Portrait agreement (mean and per-value AUC, Spearman) for
+    those with --value-portrait (and `judges cross-validate --out`)."""
     from valuemech.io import load_json
     from valuemech.judges.evaluate import reports_markdown
+    from valuemech.judges.human import portrait_markdown
 
-    print(reports_markdown([load_json(p) for p in reports]))
+    loaded = [load_json(p) for p in reports]
+    builtin = [r for r in loaded if isinstance(r, dict) and "macro" in r]
+    human = [r["value_portrait"] for r in loaded if isinstance(r, dict) and "value_portrait" in r]
+    if not builtin and not human:
+        raise ValuemechError("no `judges evaluate --out` report among the files given")
+    if builtin:
+        print(reports_markdown(builtin))
+    if human:
+        print(("\n" if builtin else "") + portrait_markdown(human))
 
 
 @judges_app.command("calibrate")

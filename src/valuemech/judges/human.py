@@ -97,6 +97,16 @@ def evaluate_on_portrait(judge: Judge, responses: Sequence[PortraitResponse], th
     return report
 
 
+def short_name(judge: str) -> str:
+    """A column label for a judge name: the kind, and for model judges the model and the prompt."""
+    kind = judge.split("(")[0]
+    if kind not in ("lm", "self") or not judge.endswith(")"):
+        return kind
+    parts = judge[len(kind) + 1: -1].split(",")
+    model = parts[0].split(" ")[0].split("/")[-1]
+    return " ".join([kind, model, *[p for p in parts[1:] if not p.startswith("t=")]])
+
+
 def portrait_markdown(reports: list[dict]) -> str:
     """Markdown tables of Value Portrait agreement reports: macro AUC and rho, then per-value AUC."""
     ci = lambda m, k: f"{m[k]:.3f} [{m[k + '_ci'][0]:.2f}, {m[k + '_ci'][1]:.2f}]"  # noqa: E731
@@ -105,7 +115,7 @@ def portrait_markdown(reports: list[dict]) -> str:
         for r in reports:
             lines.append(f"| `{r['judge']}` | {r['n']} ({r['queries']} queries, t={r['threshold']:g}) | "
                          f"{ci(r['macro'], 'auc')} | {ci(r['macro'], 'rho')} |")
-        lines += ["", "| value | tied | " + " | ".join(f"AUC: `{r['judge'].split('(')[0]}`" for r in reports) + " |",
+        lines += ["", "| value | tied | " + " | ".join(f"AUC: {short_name(r['judge'])}" for r in reports) + " |",
                   "|---|---|" + "---|" * len(reports)]
         for v in VALUES:
             cells = [f"{r['per_value'][v]['auc']:.2f}" for r in reports]
