@@ -22,7 +22,7 @@ def _hand_score(lm, ids: list[int], yes: list[int], no: list[int]) -> float:
     return p_yes / (p_yes + p_no)
 
 
-@pytest.mark.parametrize("prompt", ["shared", "per-value", "name-only", "prefill"])
+@pytest.mark.parametrize("prompt", ["shared", "per-value", "name-only", "prefill", "endorse"])
 def test_lm_judge_equals_hand_computation_with_and_without_cache(tiny_llama, prompt):
     j = get_judge("lm", {"prompt": prompt}, lm=tiny_llama)
     res = j.score(TEXTS, VALS, queries=QUERIES)

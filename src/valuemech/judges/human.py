@@ -81,6 +81,10 @@ def portrait_agreement(responses: Sequence[PortraitResponse], scores: Sequence[d
     return out
 
 
+def _none_if_nan(x) -> float | None:
+    return None if x is None or x != x else float(x)
+
+
 def _score(x) -> float:
     return float("nan") if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
 
@@ -88,12 +92,14 @@ def _score(x) -> float:
 def evaluate_on_portrait(judge: Judge, responses: Sequence[PortraitResponse], threshold: float = 0.3,
                          n_boot: int = 1000, seed: int = 0, use_query: bool = True) -> dict:
     """Score ``responses`` with ``judge`` (each with its query unless ``use_query`` is False) and
-    compare with the survey correlations (:func:`portrait_agreement`)."""
+    compare with the survey correlations (:func:`portrait_agreement`); the report keeps every score
+    (``scores[response id][value]``) so that judges can be compared or combined afterwards."""
     texts = [r.text for r in responses]
     queries = [r.query if use_query else "" for r in responses]
     res = judge.score(texts, VALUES, ["en"] * len(texts), queries)
     report = portrait_agreement(responses, res.scores, threshold, n_boot, seed)
-    report.update({"judge": judge.name, "use_query": use_query})
+    report.update({"judge": judge.name, "use_query": use_query,
+                   "scores": {r.id: {v: _none_if_nan(s.get(v)) for v in VALUES} for r, s in zip(responses, res.scores)}})
     return report
 
 

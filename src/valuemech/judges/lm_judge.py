@@ -19,7 +19,8 @@ Prompts (``prompt``): ``shared`` lists every definition once in the head and ask
 in the tail; ``per-value`` puts the value's definition in its tail (the earlier ``self`` question);
 ``name-only`` gives no definitions; ``prefill`` lists the definitions, asks once after the response
 "for each value, yes or no", and reads the reply after "<value name>:" (tails of ~3 tokens, the
-cheapest). ``docs/judges.md`` compares them on human data.
+cheapest); ``endorse`` asks the survey's question instead — would a person who holds the value
+agree with the response? — which is what Value Portrait's human data measure. ``docs/judges.md`` compares them on human data.
 """
 
 from __future__ import annotations
@@ -47,8 +48,9 @@ TAILS = {
     "per-value": 'Does this response express the value "{name}" ({definition})? Answer yes or no.',
     "name-only": 'Does this response express the value "{name}"? Answer yes or no.',
     "prefill": "{name}:",
+    "endorse": 'Would a person who values "{name}" agree with this response? Answer yes or no.',
 }
-WITH_DEFINITIONS = ("shared", "prefill")
+WITH_DEFINITIONS = ("shared", "prefill", "endorse")
 PROMPTS = tuple(TAILS)
 _SPLIT = "\x00VALUEMECH_SPLIT\x00"
 
