@@ -19,8 +19,8 @@ Prompts (``prompt``): ``shared`` lists every definition once in the head and ask
 in the tail; ``per-value`` puts the value's definition in its tail (the earlier ``self`` question);
 ``name-only`` gives no definitions; ``prefill`` lists the definitions, asks once after the response
 "for each value, yes or no", and reads the reply after "<value name>:" (tails of ~3 tokens, the
-cheapest); ``endorse`` asks the survey's question instead — would a person who holds the value
-agree with the response? — which is what Value Portrait's human data measure. ``docs/judges.md`` compares them on human data.
+cheapest); ``endorse`` is laid out as ``prefill`` but asks the survey's question instead — would a
+person who holds the value agree with the response? — which is what Value Portrait's human data measure. ``docs/judges.md`` compares them on human data.
 """
 
 from __future__ import annotations
@@ -42,13 +42,18 @@ INSTRUCTIONS = ("You annotate human values in texts. A response expresses a valu
 DEFINITION_LIST = "\n\nThe ten values:\n{definitions}"
 QUERY = '\n\nA user asked:\n"""\n{query}\n"""'
 BODY = '\n\nThe response:\n"""\n{text}\n"""\n\n'
-CLOSING = "For each value I name, answer yes if the response expresses it and no if it does not."
 TAILS = {
     "shared": 'Does this response express the value "{name}"? Answer yes or no.',
     "per-value": 'Does this response express the value "{name}" ({definition})? Answer yes or no.',
     "name-only": 'Does this response express the value "{name}"? Answer yes or no.',
     "prefill": "{name}:",
-    "endorse": 'Would a person who values "{name}" agree with this response? Answer yes or no.',
+    "endorse": "{name}:",
+}
+#: The question asked once after the response, for the prompts whose tails start the reply.
+CLOSINGS = {
+    "prefill": "For each value I name, answer yes if the response expresses it and no if it does not.",
+    "endorse": "For each value I name, answer yes if a person who holds that value would agree with the "
+               "response and no if they would not.",
 }
 WITH_DEFINITIONS = ("shared", "prefill", "endorse")
 PROMPTS = tuple(TAILS)
@@ -83,8 +88,7 @@ class Layout:
             head += DEFINITION_LIST.format(definitions="\n".join(
                 f"- {_value_name(v)}: {_definition(v)}" for v in VALUES))
         tails = {v: TAILS[prompt].format(name=_value_name(v), definition=_definition(v)) for v in values}
-        prefill = prompt == "prefill"
-        return Layout(head, CLOSING if prefill else "", tails, prefill)
+        return Layout(head, CLOSINGS.get(prompt, ""), tails, prompt in CLOSINGS)
 
 
 def query_text(query: str | None) -> str:
