@@ -427,6 +427,7 @@ def create_app(lm: LoadedModel, run_dir: Path | None = None, model_name: str | N
     name = model_name or lm.name
     store = VectorStore(run_dir, lm)
     batcher = Batcher(lm, check_max_batch(max_batch))
+    app.state.batcher = batcher  # for tests and load scripts
     stats = {"chat_completions": 0, "models": 0, "rejected": 0}
 
     @app.middleware("http")
