@@ -235,6 +235,7 @@ def start_server(model: str, run_dir: Path, max_batch: int, threads: int, env: d
 def load_level(base: str, bodies: list[dict], clients: int) -> dict:
     """Send ``bodies`` from ``clients`` concurrent clients: req/s, tokens/s, p50/p95 latency, answers."""
     client = httpx.Client(base_url=base, timeout=600.0, limits=httpx.Limits(max_connections=clients))
+    before = client.get("/v1/stats").json()
     answers, lat, tokens = [None] * len(bodies), [0.0] * len(bodies), [0] * len(bodies)
 
     def one(i: int) -> None:
@@ -253,7 +254,9 @@ def load_level(base: str, bodies: list[dict], clients: int) -> dict:
     client.close()
     return {"clients": clients, "seconds": round(wall, 2), "req_s": round(len(bodies) / wall, 2),
             "tokens_s": round(sum(tokens) / wall, 1), "p50_ms": round(1000 * percentile(lat, 0.5)),
-            "p95_ms": round(1000 * percentile(lat, 0.95)), "largest_batch": stats.get("largest_batch"),
+            "p95_ms": round(1000 * percentile(lat, 0.95)),
+            "rows_per_batch": round((stats["batched_rows"] - before["batched_rows"])
+                                    / max(1, stats["batches"] - before["batches"]), 1),
             "answers": answers}
 
 
@@ -282,7 +285,7 @@ def throughput(args) -> int:
                              "load": load_avg()})
                 r = rows[-1]
                 print(f"{label:8s} clients {clients:2d}: {r['req_s']} req/s, {r['tokens_s']} tok/s, "
-                      f"p50 {r['p50_ms']} ms, p95 {r['p95_ms']} ms, largest batch {r['largest_batch']}, "
+                      f"p50 {r['p50_ms']} ms, p95 {r['p95_ms']} ms, rows per batch {r['rows_per_batch']}, "
                       f"{r['load']}", flush=True)
         finally:
             server.terminate()
@@ -305,7 +308,7 @@ def report(rows: list[dict], args) -> None:
         r["identical_to_alone"] = f"{same}/{len(r['answers'])}"
         r["speedup"] = round(r["tokens_s"] / serial[r["clients"]]["tokens_s"], 2)
         print(f"| {r['server']} | {r['clients']} | {r['req_s']} | {r['tokens_s']} | {r['p50_ms']} | {r['p95_ms']} | "
-              f"{r['largest_batch']} | {r['speedup']}x | {r['identical_to_alone']} | {r['load'][5:]} |")
+              f"{r['rows_per_batch']} | {r['speedup']}x | {r['identical_to_alone']} | {r['load'][5:]} |")
     cross = sum(a == b for a, b in zip(alone["serial"], alone["batched"]))
     print(f"\nbatched server alone vs serial server alone: {cross}/{len(alone['serial'])} identical; "
           f"{load_avg()} (after); {machine()}")

@@ -64,6 +64,7 @@ API_KEY_ENV = "VALUEMECH_API_KEY"
 MAX_BATCH = 16  # rows generated together by default (--max-batch)
 MAX_BATCH_RANGE = (1, 256)
 BATCH_WAIT_S = 0.005  # how long the worker waits for more requests after the first one of a batch
+BATCH_WAIT_MAX_S = 0.05  # ... while fewer rows have come than the last batch had (its clients are coming back)
 
 
 def is_loopback(host: str) -> bool:
@@ -330,12 +331,14 @@ class Job:
 
 class Batcher:
     """One worker thread owns the model. It takes the first waiting job, gathers the jobs that arrive
-    within ``wait_s`` up to ``max_batch`` rows, and generates their rows together (``sample_rows``, in
-    chunks of ``max_batch``); a job ``alone`` runs by itself. Step-level batching: a request that arrives
-    while a batch runs waits for the next one."""
+    soon after (``gather``) up to ``max_batch`` rows, and generates their rows together (``sample_rows``,
+    in chunks of ``max_batch``); a job ``alone`` runs by itself. Step-level batching: a request that
+    arrives while a batch runs waits for the next one."""
 
-    def __init__(self, lm: LoadedModel, max_batch: int = MAX_BATCH, wait_s: float = BATCH_WAIT_S) -> None:
-        self.lm, self.max_batch, self.wait_s = lm, max_batch, wait_s
+    def __init__(self, lm: LoadedModel, max_batch: int = MAX_BATCH, wait_s: float = BATCH_WAIT_S,
+                 max_wait_s: float = BATCH_WAIT_MAX_S) -> None:
+        self.lm, self.max_batch, self.wait_s, self.max_wait_s = lm, max_batch, wait_s, max_wait_s
+        self.last_rows = 1  # rows of the last batch: the clients likely to come back at once
         self.queue: "queue.Queue[Job]" = queue.Queue()
         self.stats = {"batches": 0, "batched_rows": 0, "largest_batch": 0}
         self.thread: threading.Thread | None = None
@@ -351,18 +354,22 @@ class Batcher:
         return job.future
 
     def gather(self) -> list[Job]:
-        """The next jobs: the first waiting one and those arriving within ``wait_s``, up to ``max_batch`` rows."""
+        """The first waiting job and those arriving after it, up to ``max_batch`` rows: within ``wait_s``,
+        or within ``max_wait_s`` while fewer rows have come than the last batch had (its clients, just
+        answered, are sending their next requests; without this they would trickle into small batches)."""
         jobs = [self.queue.get()]
-        rows = len(jobs[0].rows)
-        deadline = time.monotonic() + self.wait_s
-        while jobs[0].alone is None and rows < self.max_batch:
+        rows, start = len(jobs[0].rows), time.monotonic()
+        if jobs[0].alone is not None:
+            return jobs
+        while rows < self.max_batch:
+            wait = self.wait_s if rows >= self.last_rows else self.max_wait_s
             try:
-                job = self.queue.get(timeout=max(0.0, deadline - time.monotonic())) if self.max_batch > 1 \
-                    else self.queue.get_nowait()
+                job = self.queue.get(timeout=max(0.0, start + wait - time.monotonic()))
             except queue.Empty:
                 break
             jobs.append(job)
             rows += len(job.rows)
+        self.last_rows = max(1, min(rows, self.max_batch))
         return jobs
 
     def loop(self) -> None:
