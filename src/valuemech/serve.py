@@ -63,8 +63,8 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 API_KEY_ENV = "VALUEMECH_API_KEY"
 MAX_BATCH = 16  # rows generated together by default (--max-batch)
 MAX_BATCH_RANGE = (1, 256)
-BATCH_WAIT_S = 0.005  # how long the worker waits for more requests after the first one of a batch
-BATCH_WAIT_MAX_S = 0.05  # ... while fewer rows have come than the last batch had (its clients are coming back)
+BATCH_WAIT_S = 0.005  # the worker gathers requests until none has come for this long ...
+BATCH_WAIT_MAX_S = 0.1  # ... while fewer rows have come than were in flight (the last batch's clients come back)
 
 
 def is_loopback(host: str) -> bool:
@@ -338,7 +338,9 @@ class Batcher:
     def __init__(self, lm: LoadedModel, max_batch: int = MAX_BATCH, wait_s: float = BATCH_WAIT_S,
                  max_wait_s: float = BATCH_WAIT_MAX_S) -> None:
         self.lm, self.max_batch, self.wait_s, self.max_wait_s = lm, max_batch, wait_s, max_wait_s
-        self.last_rows = 1  # rows of the last batch: the clients likely to come back at once
+        self.last_rows = 0  # rows of the last batch: clients likely to send their next requests at once
+        self.waiting_rows = 0  # rows queued, not yet taken
+        self.count_lock = threading.Lock()
         self.queue: "queue.Queue[Job]" = queue.Queue()
         self.stats = {"batches": 0, "batched_rows": 0, "largest_batch": 0}
         self.thread: threading.Thread | None = None
@@ -350,26 +352,44 @@ class Batcher:
             if self.thread is None:
                 self.thread = threading.Thread(target=self.loop, name="valuemech-batcher", daemon=True)
                 self.thread.start()
+        with self.count_lock:
+            self.waiting_rows += len(job.rows)
         self.queue.put(job)
         return job.future
 
+    def take(self, timeout: float | None = None) -> Job:
+        """The next queued job (``queue.Empty`` after ``timeout`` seconds)."""
+        job = self.queue.get(timeout=timeout)
+        with self.count_lock:
+            self.waiting_rows -= len(job.rows)
+        return job
+
     def gather(self) -> list[Job]:
-        """The first waiting job and those arriving after it, up to ``max_batch`` rows: within ``wait_s``,
-        or within ``max_wait_s`` while fewer rows have come than the last batch had (its clients, just
-        answered, are sending their next requests; without this they would trickle into small batches)."""
-        jobs = [self.queue.get()]
-        rows, start = len(jobs[0].rows), time.monotonic()
+        """The first waiting job and those arriving after it, up to ``max_batch`` rows, for at most
+        ``max_wait_s``: until none has come for ``wait_s``, or, while fewer rows have come than were in
+        flight when the last batch ended (its rows, whose clients are sending their next requests, plus
+        the rows queued meanwhile), for the whole ``max_wait_s``: so concurrent clients fall into step
+        instead of trickling into small batches. After an idle spell nobody is expected back."""
+        expected = self.last_rows + self.waiting_rows
+        t0 = time.monotonic()
+        jobs = [self.take()]
+        start = time.monotonic()
+        if start - t0 > self.max_wait_s:
+            expected = 0
+        rows = len(jobs[0].rows)
         if jobs[0].alone is not None:
             return jobs
+        last = start
         while rows < self.max_batch:
-            wait = self.wait_s if rows >= self.last_rows else self.max_wait_s
+            deadline = start + self.max_wait_s
+            if rows >= min(expected, self.max_batch):
+                deadline = min(deadline, last + self.wait_s)
             try:
-                job = self.queue.get(timeout=max(0.0, start + wait - time.monotonic()))
+                jobs.append(self.take(timeout=max(0.0, deadline - time.monotonic())))
             except queue.Empty:
                 break
-            jobs.append(job)
-            rows += len(job.rows)
-        self.last_rows = max(1, min(rows, self.max_batch))
+            rows, last = rows + len(jobs[-1].rows), time.monotonic()
+        self.last_rows = min(rows, self.max_batch)
         return jobs
 
     def loop(self) -> None:
