@@ -301,7 +301,7 @@ def report(rows: list[dict], args) -> None:
 
     serial = {r["clients"]: r for r in rows if r["server"] == "serial"}
     alone = {r["server"]: r["answers"] for r in rows if r["clients"] == 1}
-    print("\n| server | clients | req/s | tokens/s | p50 ms | p95 ms | largest batch | tokens/s vs serial | "
+    print("\n| server | clients | req/s | tokens/s | p50 ms | p95 ms | rows per batch | tokens/s vs serial | "
           "identical to alone | load average |\n|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         same = sum(a == b for a, b in zip(r["answers"], alone[r["server"]]))

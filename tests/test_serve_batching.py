@@ -134,17 +134,23 @@ def test_max_batch_option_is_a_one_line_error(bad):
     assert res.exit_code != 0 and "--max-batch" in res.output
 
 
-@pytest.mark.parametrize("last_rows,want", [(0, 1), (1, 2)])
-def test_gather_waits_for_the_rows_in_flight(last_rows, want):
+@pytest.mark.parametrize("last_rows,arriving,want", [(0, 0, 1), (1, 0, 2), (0, 1, 2)])
+def test_gather_waits_for_the_rows_in_flight(last_rows, arriving, want):
     """With one row queued after a batch of ``last_rows``, the worker waits (up to max_wait_s) until
-    ``last_rows + 1`` rows have come (the answered client comes back late here), and no longer."""
+    ``last_rows + 1`` rows have come (the answered client comes back late here) and no request is still
+    arriving, and no longer."""
     from valuemech.generate import Row
     from valuemech.serve import Batcher
 
     batcher = Batcher(None, max_batch=8, wait_s=0.001, max_wait_s=5.0)
-    batcher.last_rows, batcher.waiting_rows = last_rows, 1
+    batcher.last_rows, batcher.waiting_rows, batcher.arriving = last_rows, 1, arriving
     batcher.queue.put(Job(rows=[Row([1], 1)]))
-    late = threading.Timer(0.3, lambda: batcher.queue.put(Job(rows=[Row([1], 1)])))
+
+    def come() -> None:
+        batcher.queue.put(Job(rows=[Row([1], 1)]))
+        batcher.arriving = 0
+
+    late = threading.Timer(0.3, come)
     late.start()
     assert sum(len(j.rows) for j in batcher.gather()) == want
     late.join()

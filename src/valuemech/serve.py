@@ -340,6 +340,7 @@ class Batcher:
         self.lm, self.max_batch, self.wait_s, self.max_wait_s = lm, max_batch, wait_s, max_wait_s
         self.last_rows = 0  # rows of the last batch: clients likely to send their next requests at once
         self.waiting_rows = 0  # rows queued, not yet taken
+        self.arriving = 0  # chat requests received, not yet validated and queued (``arrive``)
         self.count_lock = threading.Lock()
         self.queue: "queue.Queue[Job]" = queue.Queue()
         self.stats = {"batches": 0, "batched_rows": 0, "largest_batch": 0}
@@ -357,6 +358,11 @@ class Batcher:
         self.queue.put(job)
         return job.future
 
+    def arrive(self, step: int) -> None:
+        """Count a chat request received (+1) or done arriving (-1: queued, refused or answered)."""
+        with self.count_lock:
+            self.arriving += step
+
     def take(self, timeout: float | None = None) -> Job:
         """The next queued job (``queue.Empty`` after ``timeout`` seconds)."""
         job = self.queue.get(timeout=timeout)
@@ -366,30 +372,28 @@ class Batcher:
 
     def gather(self) -> list[Job]:
         """The first waiting job and those arriving after it, up to ``max_batch`` rows, for at most
-        ``max_wait_s``: until none has come for ``wait_s``, or, while fewer rows have come than were in
-        flight when the last batch ended (its rows, whose clients are sending their next requests, plus
-        the rows queued meanwhile), for the whole ``max_wait_s``: so concurrent clients fall into step
-        instead of trickling into small batches. After an idle spell nobody is expected back."""
+        ``max_wait_s``: until none has come for ``wait_s`` while no request is still arriving (being
+        read or validated) and as many rows have come as were in flight when the last batch ended (its
+        rows, whose clients are sending their next requests, plus the rows queued meanwhile): so
+        concurrent clients fall into step instead of trickling into small batches. After an idle
+        spell nobody is expected back."""
         expected = self.last_rows + self.waiting_rows
         t0 = time.monotonic()
         jobs = [self.take()]
-        start = time.monotonic()
-        if start - t0 > self.max_wait_s:
-            expected = 0
+        start = last = time.monotonic()
+        expected = 0 if start - t0 > self.max_wait_s else min(expected, self.max_batch)
         rows = len(jobs[0].rows)
-        if jobs[0].alone is not None:
-            return jobs
-        last = start
-        while rows < self.max_batch:
-            deadline = start + self.max_wait_s
-            if rows >= min(expected, self.max_batch):
-                deadline = min(deadline, last + self.wait_s)
-            try:
-                jobs.append(self.take(timeout=max(0.0, deadline - time.monotonic())))
-            except queue.Empty:
+        while jobs[0].alone is None and rows < self.max_batch:
+            now = time.monotonic()
+            if now >= start + self.max_wait_s or (rows >= expected and not self.arriving and now >= last + self.wait_s):
                 break
+            try:
+                jobs.append(self.take(timeout=min(self.wait_s, start + self.max_wait_s - now)))
+            except queue.Empty:
+                continue
             rows, last = rows + len(jobs[-1].rows), time.monotonic()
-        self.last_rows = min(rows, self.max_batch)
+        if jobs[0].alone is None:
+            self.last_rows = min(rows, self.max_batch)
         return jobs
 
     def loop(self) -> None:
@@ -479,7 +483,20 @@ def create_app(lm: LoadedModel, run_dir: Path | None = None, model_name: str | N
         if length is None and request.method == "POST":  # a chunked body would bypass the size limit
             stats["rejected"] += 1
             return JSONResponse({"error": {"message": "a request body needs a Content-Length header"}}, status_code=411)
-        return await call_next(request)
+        if request.method != "POST" or request.url.path != "/v1/chat/completions":
+            return await call_next(request)
+        batcher.arrive(1)  # the worker waits for it a little (Batcher.gather)
+        request.state.arriving = True
+        try:
+            return await call_next(request)
+        finally:
+            arrived(request)
+
+    def arrived(request: Request) -> None:
+        """The request is queued for the model or refused: the worker need not wait for it any more."""
+        if getattr(request.state, "arriving", False):
+            request.state.arriving = False
+            batcher.arrive(-1)
 
     @app.exception_handler(ValuemechError)
     async def valuemech_error(_request: Request, exc: ValuemechError):  # a request the run cannot serve
@@ -599,7 +616,7 @@ def create_app(lm: LoadedModel, run_dir: Path | None = None, model_name: str | N
         return out
 
     @app.post("/v1/chat/completions")
-    def chat(req: ChatRequest):
+    def chat(req: ChatRequest, request: Request):
         stats["chat_completions"] += 1
         if req.model is not None and req.model != name:
             raise HTTPException(404, f"model {req.model!r} is not served here; this server serves {name!r}")
@@ -623,6 +640,7 @@ def create_app(lm: LoadedModel, run_dir: Path | None = None, model_name: str | N
             return nullcontext() if req.steering is None else store.context(req.steering, lm)
 
         hooked()
+        arrived(request)
         seed = req.seed if req.seed is not None else int.from_bytes(uuid.uuid4().bytes[:8], "little") >> 1
         rows = [Row(prompt, max_new, req.temperature, req.top_p, seed if i == 0 else stable_seed(seed, "choice", i),
                     req.stop_list(), add) for i in range(req.n)]
