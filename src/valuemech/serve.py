@@ -4,7 +4,7 @@ Endpoints: ``GET /v1/models``, ``GET /v1/models/{id}`` (404 for a model it does 
 ``POST /v1/chat/completions`` (``n``, ``stop``, ``max_completion_tokens``, ``seed`` (unseeded
 sampling varies), ``stream`` with ``stream_options.include_usage``: token by token for one choice without ``stop``
 or ``logprobs``, else one chunk per choice once generated; ``logprobs`` + ``top_logprobs`` (chat format, the model's distribution); ``tools``,
-``response_format``, ``logit_bias`` and penalties are refused with 400, as is any other unknown key), ``GET /v1/stats`` (request counts, for tests and load
+``response_format``, ``logit_bias`` and penalties are refused with 400, as is any other unknown key), ``GET /v1/stats`` (request and batch counts, for tests and load
 scripts), ``GET /health``. Extensions to the chat request:
 
 - ``guided_choice: ["yes", "no"]`` (as in vLLM): the answer is the choice with the highest total
@@ -595,7 +595,7 @@ def create_app(lm: LoadedModel, run_dir: Path | None = None, model_name: str | N
         return batcher.submit(Job(alone=call)).result()
 
     def complete(req: ChatRequest, rows: list[Row], batchable: bool, hooked: Callable) -> list[tuple]:
-        """The rows' ``(text, finish_reason, logprobs)``: batched with other requests' rows when
+        """The rows' ``(text, finish_reason, logprobs, tokens)``: batched with other requests' rows when
         ``batchable``, else a batch of their own under the request's hooks."""
         def hooked_rows() -> list:
             with hooked():
