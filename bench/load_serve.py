@@ -16,6 +16,14 @@
 
 Prints throughput and p50/p95 latency; writes JSON (default bench/results/load_serve.json); exits 1
 on any failure. Usage: HF_HUB_OFFLINE=1 .venv/bin/python bench/load_serve.py [--run DIR]
+
+``--throughput``: batching against the serial baseline instead. Two servers of ``--model`` (default
+smollm2-135m) in turn, ``--max-batch 1`` (serial) and ``--max-batch 16``, each sent ``--requests``
+greedy requests of ``--max-tokens`` tokens (half steered with random unit vectors of a run directory
+written for the model, at two layers and signs; prompts of different lengths) from 1, 4, 8 and 16
+concurrent clients: req/s, tokens/s and p50/p95 latency per level, the speed-up over serial, and the
+share of completions identical to the same request sent alone (the 1-client answers of the same
+server). Prints the CPU (``bench/_common.py machine()``) and the load average beside the numbers.
 """
 
 from __future__ import annotations
@@ -170,6 +178,148 @@ def percentile(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, max(0, round(q * (len(xs) - 1))))] if xs else float("nan")
 
 
+THROUGHPUT_PROMPTS = ["Hi.", "What should I do this weekend?", "Give me advice about my career, please.",
+                      "Is honesty always the best policy, even when it hurts someone you love?",
+                      "Describe a good day.", "My neighbour is loud at night and I cannot sleep. What can I do about it?",
+                      "Should I move abroad for a better job?", "Tell me about tradition."]
+
+
+def steers(n_layers: int) -> list[dict | None]:
+    """Every other request steered: a vector at a third of the depth, another at two thirds, negated."""
+    return [None, {"vector": "intrinsic.power", "layer": n_layers // 3, "alpha": 12.0},
+            None, {"vector": "prompted.benevolence", "layer": 2 * n_layers // 3, "alpha": -12.0}]
+
+
+def steering_run(model: str, root: Path) -> tuple[Path, int]:
+    """A run directory holding random unit steering vectors made for ``model`` (config + vectors), and
+    the model's number of layers."""
+    import torch
+
+    from valuemech.artifacts import model_metadata
+    from valuemech.config import ModelConfig, RunConfig
+    from valuemech.models.loading import load_model
+    from valuemech.rundir import RunDir
+    from valuemech.vectors import ValueVectors
+
+    lm = load_model(ModelConfig(name=model, threads=1))
+    g = torch.Generator().manual_seed(0)
+    vecs = {k: torch.nn.functional.normalize(torch.randn(lm.n_layers, lm.hidden_size, generator=g), dim=-1)
+            for k in ("intrinsic.power", "prompted.benevolence")}
+    run = RunDir(root)
+    root.mkdir(parents=True, exist_ok=True)
+    run.write_config(RunConfig(model=ModelConfig(name=model)))
+    ValueVectors(vecs, model_metadata(lm)).save(run.vectors)
+    return root, lm.n_layers
+
+
+def start_server(model: str, run_dir: Path, max_batch: int, threads: int, env: dict, log_path: Path):
+    """``valuemech serve`` in a subprocess, and its base URL once ``/health`` answers."""
+    port = free_port()
+    log = open(log_path, "w")
+    server = subprocess.Popen([str(BIN), "serve", "--model", model, "--run", str(run_dir), "--port", str(port),
+                               "--max-batch", str(max_batch), "--threads", str(threads)],
+                              env=env, stdout=log, stderr=subprocess.STDOUT)
+    base, t0 = f"http://127.0.0.1:{port}", time.perf_counter()
+    while True:
+        try:
+            if httpx.get(f"{base}/health", timeout=5).status_code == 200:
+                return server, base
+        except httpx.TransportError:
+            pass
+        if server.poll() is not None or time.perf_counter() - t0 > 300:
+            server.kill()
+            raise SystemExit(f"server did not start: {log_path.read_text()[-2000:]}")
+        time.sleep(0.3)
+
+
+def load_level(base: str, bodies: list[dict], clients: int) -> dict:
+    """Send ``bodies`` from ``clients`` concurrent clients: req/s, tokens/s, p50/p95 latency, answers."""
+    client = httpx.Client(base_url=base, timeout=600.0, limits=httpx.Limits(max_connections=clients))
+    before = client.get("/v1/stats").json()
+    answers, lat, tokens = [None] * len(bodies), [0.0] * len(bodies), [0] * len(bodies)
+
+    def one(i: int) -> None:
+        t = time.perf_counter()
+        r = client.post("/v1/chat/completions", json=bodies[i])
+        lat[i] = time.perf_counter() - t
+        r.raise_for_status()
+        answers[i] = r.json()["choices"][0]["message"]["content"]
+        tokens[i] = r.json()["usage"]["completion_tokens"]
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(one, range(len(bodies))))
+    wall = time.perf_counter() - t0
+    stats = client.get("/v1/stats").json()
+    client.close()
+    return {"clients": clients, "seconds": round(wall, 2), "req_s": round(len(bodies) / wall, 2),
+            "tokens_s": round(sum(tokens) / wall, 1), "p50_ms": round(1000 * percentile(lat, 0.5)),
+            "p95_ms": round(1000 * percentile(lat, 0.95)),
+            "rows_per_batch": round((stats["batched_rows"] - before["batched_rows"])
+                                    / max(1, stats["batches"] - before["batches"]), 1),
+            "answers": answers}
+
+
+def throughput(args) -> int:
+    """Batching vs serial at 1, 4, 8 and 16 clients (see the module docstring)."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from _common import load_avg, machine
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    tmp = Path(tempfile.mkdtemp(prefix="valuemech-tput-"))
+    run_dir, n_layers = steering_run(args.model, tmp / "run")
+    plan = steers(n_layers)
+    bodies = [{"messages": [{"role": "user", "content": THROUGHPUT_PROMPTS[i % len(THROUGHPUT_PROMPTS)]}],
+               "max_tokens": args.max_tokens, "temperature": 0.0,
+               **({"steering": plan[i % len(plan)]} if plan[i % len(plan)] else {})}
+              for i in range(args.requests)]
+    print(f"machine: {machine()}\n{load_avg()} (before); model {args.model}, {args.requests} requests x "
+          f"{args.max_tokens} tokens per level, half steered, greedy, server threads {args.threads}", flush=True)
+    levels, rows = [int(x) for x in args.levels.split(",")], []
+    for label, max_batch in (("serial", 1), ("batched", args.max_batch)):
+        server, base = start_server(args.model, run_dir, max_batch, args.threads, env, tmp / f"{label}.log")
+        try:
+            load_level(base, bodies[:2], 1)  # warm-up
+            for clients in levels:
+                rows.append({"server": label, "max_batch": max_batch, **load_level(base, bodies, clients),
+                             "load": load_avg()})
+                r = rows[-1]
+                print(f"{label:8s} clients {clients:2d}: {r['req_s']} req/s, {r['tokens_s']} tok/s, "
+                      f"p50 {r['p50_ms']} ms, p95 {r['p95_ms']} ms, rows per batch {r['rows_per_batch']}, "
+                      f"{r['load']}", flush=True)
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    report(rows, args)
+    shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+def report(rows: list[dict], args) -> None:
+    """The markdown table (speed-up over serial at the same clients, share identical to alone) and JSON."""
+    from _common import load_avg, machine
+
+    serial = {r["clients"]: r for r in rows if r["server"] == "serial"}
+    alone = {r["server"]: r["answers"] for r in rows if r["clients"] == 1}
+    print("\n| server | clients | req/s | tokens/s | p50 ms | p95 ms | rows per batch | tokens/s vs serial | "
+          "identical to alone | load average |\n|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        same = sum(a == b for a, b in zip(r["answers"], alone[r["server"]]))
+        r["identical_to_alone"] = f"{same}/{len(r['answers'])}"
+        r["speedup"] = round(r["tokens_s"] / serial[r["clients"]]["tokens_s"], 2)
+        print(f"| {r['server']} | {r['clients']} | {r['req_s']} | {r['tokens_s']} | {r['p50_ms']} | {r['p95_ms']} | "
+              f"{r['rows_per_batch']} | {r['speedup']}x | {r['identical_to_alone']} | {r['load'][5:]} |")
+    cross = sum(a == b for a, b in zip(alone["serial"], alone["batched"]))
+    print(f"\nbatched server alone vs serial server alone: {cross}/{len(alone['serial'])} identical; "
+          f"{load_avg()} (after); {machine()}")
+    out = {"command": ("HF_HUB_OFFLINE=1 .venv/bin/python bench/load_serve.py " + " ".join(sys.argv[1:])).strip(),
+           "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": machine(), "rows": rows}
+    path = args.json.with_name("load_serve_throughput.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"written: {path}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--run", type=Path, default=None, help="Smoke run directory (default: made in a temp dir).")
@@ -178,7 +328,15 @@ def main() -> int:
     ap.add_argument("--malformed-share", type=float, default=0.25)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "load_serve.json")
+    ap.add_argument("--throughput", action="store_true", help="Batching vs serial throughput (see above).")
+    ap.add_argument("--model", default="smollm2-135m", help="--throughput: the model served.")
+    ap.add_argument("--max-tokens", type=int, default=32, help="--throughput: tokens per request.")
+    ap.add_argument("--levels", default="1,4,8,16", help="--throughput: concurrent clients, comma-separated.")
+    ap.add_argument("--max-batch", type=int, default=16, help="--throughput: the batching server's --max-batch.")
+    ap.add_argument("--threads", type=int, default=1, help="--throughput: the server's torch threads.")
     args = ap.parse_args()
+    if args.throughput:
+        return throughput(args)
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     tmp = Path(tempfile.mkdtemp(prefix="valuemech-load-"))
     failures: list[str] = []

@@ -68,14 +68,14 @@ def test_bad_requests_answered_while_the_model_is_busy(server, monkeypatch):
     from valuemech import serve
 
     release, entered = threading.Event(), threading.Event()
-    real = serve.sample_batch
+    real = serve.sample_rows
 
     def slow(*args, **kwargs):
         entered.set()
         release.wait(30)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(serve, "sample_batch", slow)
+    monkeypatch.setattr(serve, "sample_rows", slow)
     busy = threading.Thread(target=_post, args=(server.url,))
     busy.start()
     try:

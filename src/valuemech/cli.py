@@ -880,6 +880,8 @@ def serve(model: str = typer.Option("smollm2-135m", "--model", help="Model to se
           name: Optional[str] = typer.Option(None, help="Model id reported by /v1/models."),
           api_key: Optional[str] = typer.Option(None, "--api-key", envvar="VALUEMECH_API_KEY",
                                                 help="Require Authorization: Bearer KEY on every route but /health."),
+          max_batch: int = typer.Option(16, "--max-batch", parser=ranged(int, Range(1, 256)),
+                                        help="Most rows (requests x n) generated together; 1 serves one request at a time."),
           dtype: Optional[str] = DtypeOpt, device: Optional[str] = DeviceOpt,
           threads: Optional[int] = ThreadsOpt, trust_remote_code: bool = TrustOpt) -> None:
     """OpenAI-compatible server (/v1/chat/completions, /v1/models) with an optional per-request steering field."""
@@ -896,7 +898,8 @@ def serve(model: str = typer.Option("smollm2-135m", "--model", help="Model to se
         from valuemech.rundir import RunDir
 
         RunDir(run_dir).load_config()  # a run directory, before the model loads
-    run_server(load_model(cfg), host=host, port=port, run_dir=run_dir, model_name=name, api_key=api_key)
+    run_server(load_model(cfg), host=host, port=port, run_dir=run_dir, model_name=name, api_key=api_key,
+               max_batch=max_batch)
 
 
 def main() -> None:

@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import hashlib
 import random
-from dataclasses import asdict, dataclass
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
-from transformers import LogitsProcessor, LogitsProcessorList, TopPLogitsWarper
+from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList, TopPLogitsWarper
 
 from valuemech.config import GenerationConfig
+from valuemech import hooks
 from valuemech.batching import left_pad
 from valuemech.data.queries import Query
 from valuemech.errors import ValuemechError
@@ -143,6 +145,93 @@ def sample_batch(lm: LoadedModel, prompts: list[list[int]], cfg: GenerationConfi
     out = lm.model.generate(input_ids=ids, attention_mask=mask, **kwargs)
     gen = out[:, ids.shape[1]:].tolist()
     return [cut_at_eos(row, lm.eos_ids) for row in gen]
+
+
+@dataclass
+class Row:
+    """One row of a batch with its own settings: prompt ids, token budget, sampling (``temperature``
+    0 is greedy), seed, stop strings and an addition to the residual stream ``{layer: vector}``."""
+
+    prompt: list[int]
+    max_new_tokens: int
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 0
+    stop: list[str] = field(default_factory=list)
+    add: dict[int, torch.Tensor] | None = None
+
+
+class RowSampler(LogitsProcessor):
+    """Samples each row with its own temperature, top-p and generator; greedy rows pass through.
+
+    A sampled row's scores become ``-inf`` except the drawn token, so ``generate``'s greedy argmax
+    takes it: one generation loop serves rows with different settings, and a row's draw depends on
+    its own seed and distribution only, never on the rows beside it."""
+
+    def __init__(self, rows: list[Row]) -> None:
+        self.rows = rows
+        self.warpers = [TemperatureTopP(r.temperature, r.top_p) if r.temperature > 0 else None for r in rows]
+        self.generators: list[torch.Generator | None] = []
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
+        if not self.generators:
+            self.generators = [torch.Generator(device=scores.device).manual_seed(r.seed) for r in self.rows]
+        out = scores
+        for i, warp in enumerate(self.warpers):
+            if warp is None:
+                continue
+            probs = warp(input_ids[i:i + 1], scores[i:i + 1]).softmax(-1)
+            tok = torch.multinomial(probs, 1, generator=self.generators[i])[0, 0]
+            out = out.clone() if out is scores else out
+            out[i] = -float("inf")
+            out[i, tok] = 0.0
+        return out
+
+
+class RowStops(StoppingCriteria):
+    """Ends each row at its own token budget or first stop string, remembering where it ended."""
+
+    def __init__(self, tokenizer, rows: list[Row], start: int) -> None:
+        self.tokenizer, self.rows, self.start = tokenizer, rows, start
+        self.ended: list[tuple[int, str] | None] = [None] * len(rows)
+
+    def __call__(self, input_ids: torch.LongTensor, scores=None, **kwargs) -> torch.BoolTensor:
+        n = input_ids.shape[1] - self.start
+        for i, row in enumerate(self.rows):
+            if self.ended[i] is not None:
+                continue
+            if row.stop and any(s in self.tokenizer.decode(input_ids[i, self.start:], skip_special_tokens=True)
+                                for s in row.stop):
+                self.ended[i] = (n, "stop")
+            elif n >= row.max_new_tokens:
+                self.ended[i] = (n, "length")
+        return torch.tensor([e is not None for e in self.ended], device=input_ids.device)
+
+
+def _row_result(ids: list[int], ended: tuple[int, str] | None, eos_ids: list[int]) -> tuple[list[int], str]:
+    """A row's generated ids up to its end (EOS, a stop string or its budget) and the reason."""
+    ids, why = cut_at_eos(ids[:ended[0]] if ended else ids, eos_ids)
+    return ids, (why if why == "eos" or ended is None else ended[1])
+
+
+@torch.no_grad()
+def sample_rows(lm: LoadedModel, rows: list[Row], streamer=None) -> list[tuple[list[int], str]]:
+    """Generate every row in one left-padded batch with a KV cache, each with its own budget, sampling,
+    seed, stop strings and addition (``hooks.add_per_row``); returns ids and ``eos`` | ``stop`` |
+    ``length`` per row. A row's result does not depend on the rows beside it (up to batch numerics).
+    ``streamer``: as in ``sample_batch`` (a batch of one)."""
+    ids, mask = left_pad([r.prompt for r in rows], lm.tokenizer.pad_token_id)
+    ids, mask = ids.to(lm.device), mask.to(lm.device)
+    stops = RowStops(lm.tokenizer, rows, ids.shape[1])
+    adds = [r.add for r in rows]
+    with hooks.add_per_row(lm, adds) if any(adds) else nullcontext():
+        out = lm.model.generate(
+            input_ids=ids, attention_mask=mask, do_sample=False, temperature=None, top_p=None, top_k=None,
+            max_new_tokens=max(r.max_new_tokens for r in rows), pad_token_id=lm.tokenizer.pad_token_id,
+            eos_token_id=lm.eos_ids, streamer=streamer, logits_processor=LogitsProcessorList([RowSampler(rows)]),
+            stopping_criteria=StoppingCriteriaList([stops]))
+    gen = out[:, ids.shape[1]:].tolist()
+    return [_row_result(g, e, lm.eos_ids) for g, e in zip(gen, stops.ended)]
 
 
 class EndpointSampler:

@@ -4,7 +4,7 @@ Endpoints: ``GET /v1/models``, ``GET /v1/models/{id}`` (404 for a model it does 
 ``POST /v1/chat/completions`` (``n``, ``stop``, ``max_completion_tokens``, ``seed`` (unseeded
 sampling varies), ``stream`` with ``stream_options.include_usage``: token by token for one choice without ``stop``
 or ``logprobs``, else one chunk per choice once generated; ``logprobs`` + ``top_logprobs`` (chat format, the model's distribution); ``tools``,
-``response_format``, ``logit_bias`` and penalties are refused with 400, as is any other unknown key), ``GET /v1/stats`` (request counts, for tests and load
+``response_format``, ``logit_bias`` and penalties are refused with 400, as is any other unknown key), ``GET /v1/stats`` (request and batch counts, for tests and load
 scripts), ``GET /health``. Extensions to the chat request:
 
 - ``guided_choice: ["yes", "no"]`` (as in vLLM): the answer is the choice with the highest total
@@ -19,18 +19,28 @@ scripts), ``GET /health``. Extensions to the chat request:
 - ``steering: {"neurons": "prompted.power", "beta": 3.0}``: multiplies the activations of one class
   (``shared`` / ``intrinsic`` / ``prompted``) of a value's neurons from the run's ``neurons.json``.
 
-Requests run one at a time on the model (a lock), so steering never leaks between requests.
+Concurrent requests are batched (``Batcher``): one worker thread owns the model and generates the
+requests that arrived together (up to ``max_batch`` rows; ``n`` choices are ``n`` rows) in one
+left-padded batch, each row with its own token budget, stop strings, sampling and seed
+(``generate.sample_rows``) and its own steering vector (``hooks.add_per_row``). Steering a row cannot
+carry (neuron classes with β, ``ablate`` / ``ablate_add``, ``positions`` other than ``all``),
+``guided_choice``, ``logprobs`` (computed after generation) and token streaming run as a batch of
+their own, under the request's hooks; so steering never leaks between requests.
 Binds to 127.0.0.1 by default.
 """
 
 from __future__ import annotations
 
 import json
+import queue
 import threading
 import time
 import uuid
+from concurrent.futures import Future
+from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Optional, Union
+from typing import Callable, Literal, Optional, Union
 
 import torch
 from fastapi import FastAPI, HTTPException, Request
@@ -42,7 +52,7 @@ from valuemech import hooks
 from valuemech.config import GenerationConfig
 from valuemech.errors import ValuemechError
 from valuemech.batching import continuation_logliks, token_logprobs
-from valuemech.generate import sample_batch
+from valuemech.generate import Row, sample_rows, stable_seed
 from valuemech.models.loading import LoadedModel
 from valuemech.neurons import NEURON_CLASSES
 from valuemech.rundir import RunDir
@@ -51,6 +61,10 @@ MAX_BODY_BYTES = 1_000_000
 GUIDED_LOGITS_BYTES = 2 * 1024 ** 3  # float32 logits of all guided choices of one request, at most
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 API_KEY_ENV = "VALUEMECH_API_KEY"
+MAX_BATCH = 16  # rows generated together by default (--max-batch)
+MAX_BATCH_RANGE = (1, 256)
+BATCH_WAIT_S = 0.005  # the worker gathers requests until none has come for this long ...
+BATCH_WAIT_MAX_S = 0.1  # ... while fewer rows have come than were in flight (the last batch's clients come back)
 
 
 def is_loopback(host: str) -> bool:
@@ -209,6 +223,14 @@ class VectorStore:
                                      f"with a value of neurons.json ({', '.join(self.neurons.get('per_value', {}))})")
         return scale_neuron_class(lm, self.neurons, value, cls, s.beta)
 
+    def row_addition(self, s: Steering | None, lm: LoadedModel) -> dict[int, torch.Tensor] | None:
+        """The request's steering as ``{layer: vector}`` for one batch row (a vector added at every
+        position), or None when it has no steering or a batch row cannot carry it."""
+        if s is None or s.neurons is not None or s.operator != "add" or s.positions != "all":
+            return None
+        _, added = self.resolve(s, lm)
+        return {layer: torch.stack(vs).sum(0) for layer, vs in added.items()}
+
     def resolve(self, s: Steering, lm: LoadedModel) -> tuple[dict[int, list[torch.Tensor]], dict[int, list[torch.Tensor]]]:
         """The request's directions (for ablation) and scaled vectors (to add), ``{layer: [v, ...]}``."""
         from valuemech.steering import scaled
@@ -298,18 +320,145 @@ class TokenQueue:
             yield tok
 
 
+@dataclass
+class Job:
+    """Work for the model: ``rows`` to batch with other jobs' rows, or ``alone``, a call run by itself."""
+
+    rows: list[Row] = field(default_factory=list)
+    alone: Optional[Callable[[], object]] = None
+    future: Future = field(default_factory=Future)
+
+
+class Batcher:
+    """One worker thread owns the model. It takes the first waiting job, gathers the jobs that arrive
+    soon after (``gather``) up to ``max_batch`` rows, and generates their rows together (``sample_rows``,
+    in chunks of ``max_batch``); a job ``alone`` runs by itself. Step-level batching: a request that
+    arrives while a batch runs waits for the next one."""
+
+    def __init__(self, lm: LoadedModel, max_batch: int = MAX_BATCH, wait_s: float = BATCH_WAIT_S,
+                 max_wait_s: float = BATCH_WAIT_MAX_S) -> None:
+        self.lm, self.max_batch, self.wait_s, self.max_wait_s = lm, max_batch, wait_s, max_wait_s
+        self.last_rows = 0  # rows of the last batch: clients likely to send their next requests at once
+        self.waiting_rows = 0  # rows queued, not yet taken
+        self.arriving = 0  # chat requests received, not yet validated and queued (``arrive``)
+        self.count_lock = threading.Lock()
+        self.queue: "queue.Queue[Job]" = queue.Queue()
+        self.stats = {"batches": 0, "batched_rows": 0, "largest_batch": 0}
+        self.thread: threading.Thread | None = None
+        self.start_lock = threading.Lock()
+
+    def submit(self, job: Job) -> Future:
+        """Queue ``job``; its future holds the rows' ``(ids, finish)`` or the call's return value."""
+        with self.start_lock:
+            if self.thread is None:
+                self.thread = threading.Thread(target=self.loop, name="valuemech-batcher", daemon=True)
+                self.thread.start()
+        with self.count_lock:
+            self.waiting_rows += len(job.rows)
+        self.queue.put(job)
+        return job.future
+
+    def arrive(self, step: int) -> None:
+        """Count a chat request received (+1) or done arriving (-1: queued, refused or answered)."""
+        with self.count_lock:
+            self.arriving += step
+
+    def take(self, timeout: float | None = None) -> Job:
+        """The next queued job (``queue.Empty`` after ``timeout`` seconds)."""
+        job = self.queue.get(timeout=timeout)
+        with self.count_lock:
+            self.waiting_rows -= len(job.rows)
+        return job
+
+    def gather(self) -> list[Job]:
+        """The first waiting job and those arriving after it, up to ``max_batch`` rows, for at most
+        ``max_wait_s``: until none has come for ``wait_s`` while no request is still arriving (being
+        read or validated) and as many rows have come as were in flight when the last batch ended (its
+        rows, whose clients are sending their next requests, plus the rows queued meanwhile): so
+        concurrent clients fall into step instead of trickling into small batches. After an idle
+        spell nobody is expected back."""
+        expected = self.last_rows + self.waiting_rows
+        t0 = time.monotonic()
+        jobs = [self.take()]
+        start = last = time.monotonic()
+        expected = 0 if start - t0 > self.max_wait_s else min(expected, self.max_batch)
+        rows = len(jobs[0].rows)
+        while jobs[0].alone is None and rows < self.max_batch:
+            now = time.monotonic()
+            if now >= start + self.max_wait_s or (rows >= expected and not self.arriving and now >= last + self.wait_s):
+                break
+            try:
+                jobs.append(self.take(timeout=min(self.wait_s, start + self.max_wait_s - now)))
+            except queue.Empty:
+                continue
+            rows, last = rows + len(jobs[-1].rows), time.monotonic()
+        if jobs[0].alone is None:
+            self.last_rows = min(rows, self.max_batch)
+        return jobs
+
+    def loop(self) -> None:
+        """Run jobs forever: the batchable ones together, then each one to run alone."""
+        while True:
+            jobs = self.gather()
+            self.run_rows([j for j in jobs if j.alone is None])
+            for job in (j for j in jobs if j.alone is not None):
+                self.settle([job], job.alone)
+
+    def run_rows(self, jobs: list[Job]) -> None:
+        """Generate the jobs' rows in batches of at most ``max_batch`` and hand each job its rows."""
+        owners = [(job, k) for job in jobs for k in range(len(job.rows))]
+        results: dict[int, list] = {id(job): [None] * len(job.rows) for job in jobs}
+        failed: set[int] = set()
+        for i in range(0, len(owners), self.max_batch):
+            chunk = owners[i:i + self.max_batch]
+            try:
+                out = self.generate([job.rows[k] for job, k in chunk])
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting requests
+                for job in {id(j): j for j, _ in chunk}.values():
+                    if id(job) not in failed:
+                        failed.add(id(job))
+                        job.future.set_exception(exc)
+                continue
+            for (job, k), res in zip(chunk, out):
+                results[id(job)][k] = res
+        for job in jobs:
+            if id(job) not in failed:
+                job.future.set_result(results[id(job)])
+
+    def generate(self, rows: list[Row]) -> list[tuple[list[int], str]]:
+        """One batch on the model (counted in ``stats``)."""
+        self.stats["batches"] += 1
+        self.stats["batched_rows"] += len(rows)
+        self.stats["largest_batch"] = max(self.stats["largest_batch"], len(rows))
+        return sample_rows(self.lm, rows)
+
+    @staticmethod
+    def settle(jobs: list[Job], call: Callable[[], object]) -> None:
+        """Run ``call`` and give its value (or its exception) to the jobs."""
+        try:
+            value = call()
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting request
+            for job in jobs:
+                job.future.set_exception(exc)
+            return
+        for job in jobs:
+            job.future.set_result(value)
+
+
 def create_app(lm: LoadedModel, run_dir: Path | None = None, model_name: str | None = None,
                max_body: int = MAX_BODY_BYTES, api_key: str | None = None,
-               allowed_hosts: tuple[str, ...] | None = None) -> FastAPI:
+               allowed_hosts: tuple[str, ...] | None = None, max_batch: int = MAX_BATCH) -> FastAPI:
     """The FastAPI application (see the module docstring). With ``api_key``, every route but
     ``/health`` needs ``Authorization: Bearer <key>`` (401); with ``allowed_hosts``, a request whose
-    ``Host`` names another host is a 421 (DNS rebinding against a loopback server)."""
+    ``Host`` names another host is a 421 (DNS rebinding against a loopback server); ``max_batch``: the
+    most rows generated together (1: one request at a time)."""
     import secrets
 
     app = FastAPI(title="valuemech serve")
     name = model_name or lm.name
     store = VectorStore(run_dir, lm)
-    lock = threading.Lock()
+    batcher = Batcher(lm, check_max_batch(max_batch))
+    app.state.batcher = batcher  # for tests and load scripts
     stats = {"chat_completions": 0, "models": 0, "rejected": 0}
 
     @app.middleware("http")
@@ -334,7 +483,20 @@ def create_app(lm: LoadedModel, run_dir: Path | None = None, model_name: str | N
         if length is None and request.method == "POST":  # a chunked body would bypass the size limit
             stats["rejected"] += 1
             return JSONResponse({"error": {"message": "a request body needs a Content-Length header"}}, status_code=411)
-        return await call_next(request)
+        if request.method != "POST" or request.url.path != "/v1/chat/completions":
+            return await call_next(request)
+        batcher.arrive(1)  # the worker waits for it a little (Batcher.gather)
+        request.state.arriving = True
+        try:
+            return await call_next(request)
+        finally:
+            arrived(request)
+
+    def arrived(request: Request) -> None:
+        """The request is queued for the model or refused: the worker need not wait for it any more."""
+        if getattr(request.state, "arriving", False):
+            request.state.arriving = False
+            batcher.arrive(-1)
 
     @app.exception_handler(ValuemechError)
     async def valuemech_error(_request: Request, exc: ValuemechError):  # a request the run cannot serve
@@ -363,7 +525,7 @@ def create_app(lm: LoadedModel, run_dir: Path | None = None, model_name: str | N
 
     @app.get("/v1/stats")
     def get_stats():
-        return dict(stats)
+        return {**stats, **batcher.stats}
 
     card = {"id": name, "object": "model", "created": int(time.time()), "owned_by": "valuemech"}
 
@@ -379,16 +541,16 @@ def create_app(lm: LoadedModel, run_dir: Path | None = None, model_name: str | N
             raise HTTPException(404, f"model {model_id!r} is not served here; this server serves {name!r}")
         return card
 
-    def stream_tokens(req: ChatRequest, prompt: list[int], max_new: int, seed: int, steering) -> StreamingResponse:
-        """Server-sent events as tokens are produced (one choice, no stop strings, no logprobs)."""
+    def stream_tokens(req: ChatRequest, row: Row, hooked: Callable) -> StreamingResponse:
+        """Server-sent events as tokens are produced (one choice, no stop strings, no logprobs), run as a
+        batch of its own."""
         streamer = TokenQueue()
-        result: list = []
-        cfg = GenerationConfig(max_new_tokens=max_new, temperature=req.temperature, top_p=req.top_p, batch_size=1)
+        prompt = row.prompt
 
-        def work() -> None:
+        def work() -> list:
             try:
-                with lock, steering:
-                    result.extend(sample_batch(lm, [prompt], cfg, seed, streamer=streamer))
+                with hooked():
+                    return sample_rows(lm, [row], streamer=streamer)
             finally:
                 streamer.end()  # the reader never waits on a generation that failed
 
@@ -402,8 +564,7 @@ def create_app(lm: LoadedModel, run_dir: Path | None = None, model_name: str | N
             return f"data: {json.dumps(c)}\n\n"
 
         def events():
-            thread = threading.Thread(target=work, daemon=True)
-            thread.start()
+            future = batcher.submit(Job(alone=work))
             yield chunk([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
             ids, sent = [], ""
             for tok in streamer:
@@ -412,16 +573,16 @@ def create_app(lm: LoadedModel, run_dir: Path | None = None, model_name: str | N
                 if text.startswith(sent) and len(text) > len(sent) and not text.endswith("\ufffd"):
                     yield chunk([{"index": 0, "delta": {"content": text[len(sent):]}, "finish_reason": None}])
                     sent = text
-            thread.join()
-            if not result:
+            try:
+                ids, why = future.result()[0]
+            except Exception:  # noqa: BLE001 - the stream has begun; say so in it
                 yield f"data: {json.dumps({'error': {'message': 'generation failed'}})}\n\n"
                 return
-            ids, why = result[0]
             text = lm.tokenizer.decode(ids, skip_special_tokens=True)  # what a non-streamed reply says
             if text != sent:  # a held-back partial character, or a decode that rewrote earlier text
                 tail = text[len(sent):] if text.startswith(sent) else text
                 yield chunk([{"index": 0, "delta": {"content": tail}, "finish_reason": None}])
-            yield chunk([{"index": 0, "delta": {}, "finish_reason": "stop" if why == "eos" else "length"}])
+            yield chunk([{"index": 0, "delta": {}, "finish_reason": "length" if why == "length" else "stop"}])
             if include_usage:
                 yield chunk([], {"prompt_tokens": len(prompt), "completion_tokens": len(ids),
                                  "total_tokens": len(prompt) + len(ids)})
@@ -429,8 +590,33 @@ def create_app(lm: LoadedModel, run_dir: Path | None = None, model_name: str | N
 
         return StreamingResponse(events(), media_type="text/event-stream")
 
+    def alone(call: Callable[[], object]):
+        """Run ``call`` on the model as a batch of its own and return its value."""
+        return batcher.submit(Job(alone=call)).result()
+
+    def complete(req: ChatRequest, rows: list[Row], batchable: bool, hooked: Callable) -> list[tuple]:
+        """The rows' ``(text, finish_reason, logprobs, tokens)``: batched with other requests' rows when
+        ``batchable``, else a batch of their own under the request's hooks."""
+        def hooked_rows() -> list:
+            with hooked():
+                return sample_rows(lm, rows)
+
+        results = batcher.submit(Job(rows=rows)).result() if batchable else alone(hooked_rows)
+        if req.logprobs:
+            def lps() -> list:
+                with hooked():
+                    return [logprobs_content(lm, rows[0].prompt, ids, req.top_logprobs or 0) for ids, _ in results]
+            logprobs = alone(lps)
+        else:
+            logprobs = [None] * len(results)
+        out = []
+        for (ids, why), lp in zip(results, logprobs):
+            text, stopped = apply_stop(lm.tokenizer.decode(ids, skip_special_tokens=True), req.stop_list())
+            out.append((text, "length" if why == "length" and not stopped else "stop", lp, len(ids)))
+        return out
+
     @app.post("/v1/chat/completions")
-    def chat(req: ChatRequest):
+    def chat(req: ChatRequest, request: Request):
         stats["chat_completions"] += 1
         if req.model is not None and req.model != name:
             raise HTTPException(404, f"model {req.model!r} is not served here; this server serves {name!r}")
@@ -447,32 +633,37 @@ def create_app(lm: LoadedModel, run_dir: Path | None = None, model_name: str | N
                 raise HTTPException(400, f"guided_choice would need {need / 1024 ** 3:.1f} GiB of logits "
                                          f"(limit {GUIDED_LOGITS_BYTES / 1024 ** 3:.0f} GiB); use fewer or shorter "
                                          "choices or a shorter prompt")
-        steering = store.context(req.steering, lm)  # validated here, before waiting for the model; hooks go on at enter
+        # validated here, before waiting for the model; hooks go on only when entered, on the worker
+        add = store.row_addition(req.steering, lm)
+
+        def hooked():
+            return nullcontext() if req.steering is None else store.context(req.steering, lm)
+
+        hooked()
+        arrived(request)
         seed = req.seed if req.seed is not None else int.from_bytes(uuid.uuid4().bytes[:8], "little") >> 1
+        rows = [Row(prompt, max_new, req.temperature, req.top_p, seed if i == 0 else stable_seed(seed, "choice", i),
+                    req.stop_list(), add) for i in range(req.n)]
+        batchable = req.steering is None or add is not None
         if req.stream and req.n == 1 and not req.guided_choice and not req.logprobs and not req.stop:
-            return stream_tokens(req, prompt, max_new, seed, steering)
-        choices, n_out = [], 0
-        with lock:
-            with steering:
-                if req.guided_choice:
-                    scores = choice_logprobs(lm, prompt, req.guided_choice)
-                    text = req.guided_choice[max(range(len(scores)), key=scores.__getitem__)]
-                    n_out = len(lm.tokenizer.encode(text, add_special_tokens=False))
-                    choices.append((text, "stop", None))
-                else:
-                    cfg = GenerationConfig(max_new_tokens=max_new, temperature=req.temperature,
-                                           top_p=req.top_p, batch_size=req.n)
-                    for ids, why in sample_batch(lm, [prompt] * req.n, cfg, seed):
-                        text, stopped = apply_stop(lm.tokenizer.decode(ids, skip_special_tokens=True), req.stop_list())
-                        n_out += len(ids)
-                        lp = logprobs_content(lm, prompt, ids, req.top_logprobs or 0) if req.logprobs else None
-                        choices.append((text, "stop" if why == "eos" or stopped else "length", lp))
+            return stream_tokens(req, rows[0], nullcontext if batchable else hooked)
+        if req.guided_choice:
+            def guided() -> list[float]:
+                with hooked():
+                    return choice_logprobs(lm, prompt, req.guided_choice)
+
+            scores = alone(guided)
+            text = req.guided_choice[max(range(len(scores)), key=scores.__getitem__)]
+            choices = [(text, "stop", None, len(lm.tokenizer.encode(text, add_special_tokens=False)))]
+        else:
+            choices = complete(req, rows, batchable, hooked)
+        n_out = sum(c[3] for c in choices)
         body = {
             "id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion",
             "created": int(time.time()), "model": name,
             "choices": [{"index": i, "message": {"role": "assistant", "content": text},
                          "logprobs": None if lp is None else {"content": lp},
-                         "finish_reason": finish} for i, (text, finish, lp) in enumerate(choices)],
+                         "finish_reason": finish} for i, (text, finish, lp, _n) in enumerate(choices)],
             "usage": {"prompt_tokens": len(prompt), "completion_tokens": n_out,
                       "total_tokens": len(prompt) + n_out},
         }
@@ -488,7 +679,7 @@ def create_app(lm: LoadedModel, run_dir: Path | None = None, model_name: str | N
             return f"data: {json.dumps(c)}\n\n"
 
         def events():
-            for i, (text, finish, _lp) in enumerate(choices):
+            for i, (text, finish, _lp, _n) in enumerate(choices):
                 yield chunk([{"index": i, "delta": {"role": "assistant", "content": text}, "finish_reason": None}])
                 yield chunk([{"index": i, "delta": {}, "finish_reason": finish}])
             if include_usage:
@@ -500,8 +691,16 @@ def create_app(lm: LoadedModel, run_dir: Path | None = None, model_name: str | N
     return app
 
 
+def check_max_batch(value: int) -> int:
+    """``value`` if it is a whole number of rows in ``MAX_BATCH_RANGE``, else a one-line error."""
+    lo, hi = MAX_BATCH_RANGE
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ValuemechError(f"max_batch must be an integer from {lo} to {hi}, not {value!r}")
+    return value
+
+
 def serve(lm: LoadedModel, host: str = "127.0.0.1", port: int = 8000, run_dir: Path | None = None,
-          model_name: str | None = None, api_key: str | None = None) -> None:
+          model_name: str | None = None, api_key: str | None = None, max_batch: int = MAX_BATCH) -> None:
     """Run the server until interrupted (``api_key`` or ``$VALUEMECH_API_KEY``; a loopback bind answers
     loopback ``Host`` names only; a wider bind without a key is warned about)."""
     import os
@@ -514,5 +713,6 @@ def serve(lm: LoadedModel, host: str = "127.0.0.1", port: int = 8000, run_dir: P
     if not loopback and api_key is None:
         warnings.warn(f"valuemech serve binds to {host} without an API key: anyone who reaches it can use the "
                       f"model (set --api-key or ${API_KEY_ENV})", stacklevel=2)
-    app = create_app(lm, run_dir, model_name, api_key=api_key, allowed_hosts=LOOPBACK if loopback else None)
+    app = create_app(lm, run_dir, model_name, api_key=api_key, allowed_hosts=LOOPBACK if loopback else None,
+                     max_batch=max_batch)
     uvicorn.run(app, host=host, port=port, log_level="info")
