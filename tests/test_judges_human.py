@@ -54,7 +54,11 @@ def test_judges_evaluate_value_portrait_cli(tmp_path):
     assert res.exit_code == 0, res.output
     rep = json.loads(out.read_text())["value_portrait"]
     assert rep["n"] == 6 and set(rep["per_value"]) == set(VALUES) and "auc_ci" in rep["macro"]
-    assert "Value Portrait" in res.output
+    assert "Value Portrait" in res.output and len(rep["scores"]) == 6
+    res = cli("judges", "evaluate", "--judge", "random", "--value-portrait", FIXTURE, "--no-builtin",
+              "--n-boot", "20", "--queries", "1", "--out", out)
+    rep = json.loads(out.read_text())["value_portrait"]
+    assert res.exit_code == 0 and rep["n"] == 3 and rep["queries"] == 1
 
 
 @pytest.mark.parametrize("content, message", [

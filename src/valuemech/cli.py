@@ -384,6 +384,8 @@ def judges_evaluate(judge: str = JudgeOpt, options: Optional[str] = OptionsOpt,
                                                         "is tied to a value when its correlation reaches this."),
                     use_query: bool = typer.Option(True, "--query/--no-query", help="Give the judge each Value "
                                                    "Portrait response's query."),
+                    n_queries: Optional[int] = typer.Option(None, "--queries", min=1, help="Only the first N queries "
+                                                            "of the Value Portrait file (all their responses)."),
                     builtin: bool = typer.Option(True, "--builtin/--no-builtin", help="Score the built-in set too."),
                     out: Optional[Path] = typer.Option(None, help="Write the report as JSON here.")) -> None:
     """Per-value precision, recall, F1, ROC-AUC (bootstrap 95% CIs) on the labelled validation set, and with
@@ -401,6 +403,9 @@ def judges_evaluate(judge: str = JudgeOpt, options: Optional[str] = OptionsOpt,
         from valuemech.data.value_portrait import load_value_portrait
 
         responses = load_value_portrait(value_portrait)  # a bad file fails before any model loads
+        if n_queries is not None:
+            keep = list(dict.fromkeys(r.id.rsplit("/", 1)[0] for r in responses))[:n_queries]
+            responses = [r for r in responses if r.id.rsplit("/", 1)[0] in set(keep)]
     opts = _judge_options(options)
     if judge == "lexicon":
         opts.setdefault("on_unsupported", "skip")  # es items have no pyvalues dictionary
