@@ -89,21 +89,28 @@ class AnswerCache:
                 raise ValuemechError(f"{self.path}: cannot write the answer cache ({exc})") from None
 
 
+def cached_request(cache: AnswerCache, name: str, body: dict, fetch) -> tuple[str | None, str | None]:
+    """``(stored answer, None)`` from ``cache`` (keyed by ``name`` and the request) or from ``fetch(body)``
+    (then stored), or ``(None, "error: ...")`` when the request fails (nothing cached)."""
+    key = hashlib.sha256(json.dumps([name, body], sort_keys=True).encode()).hexdigest()
+    stored = cache.get(key)
+    if stored is None:
+        try:
+            stored = fetch(body)
+        except RequestFailed as exc:
+            return None, f"error: {exc}"
+        cache.put(key, stored)
+    return stored, None
+
+
 def ask_yes_no(client: ChatClient, cache: AnswerCache, name: str, body: dict) -> tuple[bool | None, str]:
-    """One yes/no request, answered from ``cache`` (keyed by ``name`` and the request) when asked before.
+    """One yes/no request, answered from ``cache`` when asked before (:func:`cached_request`).
 
     Returns :func:`parse_answer`'s ``(label, status)``; a failed request gives ``(None, "error: ...")``
     and is not cached.
     """
-    key = hashlib.sha256(json.dumps([name, body], sort_keys=True).encode()).hexdigest()
-    answer = cache.get(key)
-    if answer is None:
-        try:
-            answer = client.complete(body)
-        except RequestFailed as exc:
-            return None, f"error: {exc}"
-        cache.put(key, answer)
-    return parse_answer(answer)
+    answer, error = cached_request(cache, name, body, client.complete)
+    return (None, error) if error else parse_answer(answer)
 
 
 def yes_probability(top: Sequence[Sequence]) -> float | None:
@@ -135,17 +142,14 @@ def first_top_logprobs(choice: dict) -> list[list] | None:
 def ask_graded(client: ChatClient, cache: AnswerCache, name: str, body: dict) -> tuple[dict | None, str]:
     """One logprobs request, answered from ``cache`` when asked before: ``({"text", "top"}, "ok")`` where
     ``top`` is :func:`first_top_logprobs` (None without logprobs), or ``(None, "error: ...")`` (not cached)."""
-    key = hashlib.sha256(json.dumps([name, body], sort_keys=True).encode()).hexdigest()
-    stored = cache.get(key)
-    if stored is None:
-        try:
-            choice = client.choice(body)
-        except RequestFailed as exc:
-            return None, f"error: {exc}"
+
+    def fetch(b: dict) -> str:
+        choice = client.choice(b)
         content = choice["message"]["content"]
-        stored = json.dumps({"text": content if isinstance(content, str) else "", "top": first_top_logprobs(choice)})
-        cache.put(key, stored)
-    return json.loads(stored), "ok"
+        return json.dumps({"text": content if isinstance(content, str) else "", "top": first_top_logprobs(choice)})
+
+    stored, error = cached_request(cache, name, body, fetch)
+    return (None, error) if error else (json.loads(stored), "ok")
 
 
 class YesNoEndpoint:
