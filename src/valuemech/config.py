@@ -259,17 +259,24 @@ PRESETS: dict[str, dict[str, Any]] = {
                        "batch_size": 32},
         "judge": {"name": "lexicon"},
         "extract": {"batch_size": 16, "min_group": 5},
-        # `--evals all` runs these (1 h 45 min on one shared core here; docs/results-smollm2.md).
-        "evaluate": {"evals": [],
+        # What the report's findings panel needs, at sizes measured to keep `make demo` near ten minutes here
+        # (docs/benchmarks.md, "make demo"): the guard sweep, English PVQ on intrinsic and prompted vectors with the
+        # random control (steerability), diversity (intrinsic vs. prompted), jailbreak (mean-delta vs. the random
+        # control), the circumplex. `--evals all` runs all nine (1 h 45 min on one shared core; docs/results-smollm2.md).
+        "evaluate": {"evals": ["sweep", "pvq", "diversity", "jailbreak", "circumplex"],
                      "options": {"components": ["intrinsic", "prompted", "intrinsic_orth", "prompted_orth"],
                                  "alpha": 0.2, "alphas": [0.1, 0.2], "max_new_tokens": 64},
-                     "per_eval": {"value_portrait": {"limit": 8, "values": ["self_direction", "hedonism", "power",
+                     "per_eval": {"sweep": {"n_items": 20, "components": ["intrinsic", "prompted"],
+                                            "alphas": [0.1, 0.2, 0.4]},
+                                  "pvq": {"langs": ["en"], "components": ["intrinsic", "prompted"]},
+                                  "value_portrait": {"limit": 8, "values": ["self_direction", "hedonism", "power",
                                                                             "security", "benevolence"],
                                                      "components": ["intrinsic", "prompted", "intrinsic_orth",
                                                                     "prompted_orth", "shared"]},
                                   "dilemmas": {"limit": 8},
                                   "freeform": {"limit": 2},
-                                  "diversity": {"limit": 10, "samples": 2, "values": ["power", "security", "benevolence"]},
+                                  "diversity": {"limit": 10, "samples": 2, "values": ["power", "security", "benevolence"],
+                                                "components": ["intrinsic", "prompted"]},
                                   "instruct": {"limit": 30},
                                   "jailbreak": {"limit": 30, "temperature": 0.0, "max_new_tokens": 40, "alphas": [0.2],
                                                 "values": ["power", "benevolence"]}}},
