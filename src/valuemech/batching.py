@@ -49,12 +49,17 @@ def cache_kwarg(model) -> str:
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
+def returned_cache(out):
+    """The KV cache a forward with ``use_cache=True`` returned ("cache" in transformers 5, else "past_key_values")."""
+    return out.get("cache") if "cache" in out else out.get("past_key_values")
+
+
 @torch.no_grad()
 def prefix_forward(lm: LoadedModel, prefix: list[int]):
     """Run ``prefix``; return (its KV cache, or None when the model's cache has sliding-window
     layers or cannot be repeated over a batch; the logits ``[vocab]`` at its last position)."""
     out = lm.model(input_ids=torch.tensor([prefix], device=lm.device), use_cache=True, logits_to_keep=1)
-    cache = out.get("cache") if "cache" in out else out.get("past_key_values")
+    cache = returned_cache(out)
     if cache is None or any(getattr(cache, "is_sliding", [False])) or not hasattr(cache, "batch_repeat_interleave"):
         cache = None
     return cache, out.logits[0, -1]

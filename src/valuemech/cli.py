@@ -404,8 +404,8 @@ def judges_evaluate(judge: str = JudgeOpt, options: Optional[str] = OptionsOpt,
 
         responses = load_value_portrait(value_portrait)  # a bad file fails before any model loads
         if n_queries is not None:
-            keep = list(dict.fromkeys(r.id.rsplit("/", 1)[0] for r in responses))[:n_queries]
-            responses = [r for r in responses if r.id.rsplit("/", 1)[0] in set(keep)]
+            keep = set(list(dict.fromkeys(r.query_id for r in responses))[:n_queries])
+            responses = [r for r in responses if r.query_id in keep]
     opts = _judge_options(options)
     if judge == "lexicon":
         opts.setdefault("on_unsupported", "skip")  # es items have no pyvalues dictionary
@@ -429,10 +429,11 @@ def judges_evaluate(judge: str = JudgeOpt, options: Optional[str] = OptionsOpt,
 
 
 def _print_builtin_report(report: dict, split: str) -> None:
+    from valuemech.judges.evaluate import with_ci as fmt
+
     table = Table(title=f"{report['judge']} on the {split} split (n={report['n']})")
     for col in ("value", "n", "pos", "precision", "recall", "F1", "ROC-AUC"):
         table.add_column(col, justify="right" if col != "value" else "left")
-    fmt = lambda m, k: f"{m[k]:.2f} [{m[k + '_ci'][0]:.2f}, {m[k + '_ci'][1]:.2f}]"  # noqa: E731
     for v, m in report["per_value"].items():
         table.add_row(v, str(m["n"]), str(m["positives"]), fmt(m, "precision"), fmt(m, "recall"),
                       fmt(m, "f1"), fmt(m, "auc"))
@@ -444,14 +445,15 @@ def _print_builtin_report(report: dict, split: str) -> None:
 
 
 def _print_portrait_report(rep: dict) -> None:
+    from valuemech.judges.evaluate import with_ci
+
     table = Table(title=f"{rep['judge']} on Value Portrait (n={rep['n']} responses, {rep['queries']} queries; "
                         f"tied: r >= {rep['threshold']:g})")
     for col in ("value", "n", "tied", "ROC-AUC", "Spearman rho"):
         table.add_column(col, justify="right" if col != "value" else "left")
-    fmt = lambda m, k: f"{m[k]:.3f} [{m[k + '_ci'][0]:.2f}, {m[k + '_ci'][1]:.2f}]"  # noqa: E731
     for v, m in rep["per_value"].items():
-        table.add_row(v, str(m["n"]), str(m["tied"]), fmt(m, "auc"), fmt(m, "rho"))
-    table.add_row("mean", "", "", fmt(rep["macro"], "auc"), fmt(rep["macro"], "rho"))
+        table.add_row(v, str(m["n"]), str(m["tied"]), with_ci(m, "auc", 3), with_ci(m, "rho", 3))
+    table.add_row("mean", "", "", with_ci(rep["macro"], "auc", 3), with_ci(rep["macro"], "rho", 3))
     console.print(table)
 
 
@@ -475,7 +477,7 @@ def judges_cross_validate(value_portrait: Path = typer.Option(..., "--value-port
     if features not in FEATURES:
         raise ValuemechError(f"--features must be one of {', '.join(FEATURES)}, not {features!r}")
     responses = load_value_portrait(value_portrait)
-    if len({r.id.rsplit('/', 1)[0] for r in responses}) < folds:
+    if len({r.query_id for r in responses}) < folds:
         raise ValuemechError(f"{value_portrait}: fewer queries than --folds {folds}")
     pred, alphas = cross_validated(responses, features, folds)
     scores = [{v: float(p[k]) for k, v in enumerate(VALUES)} for p in pred]

@@ -22,7 +22,7 @@ from valuemech.data import load_templates, select_queries
 from valuemech.errors import ValuemechError
 from valuemech.evals import registry
 from valuemech.generate import generate_responses, plan_jobs
-from valuemech.judges import check_judge, get_judge
+from valuemech.judges import check_judge, get_judge, uses_run_model
 from valuemech.labels import label_records, match_problem
 from valuemech.models.loading import LoadedModel, load_model
 from valuemech.rundir import RunDir
@@ -98,11 +98,6 @@ def _records(run: RunDir) -> list[dict]:
     return records
 
 
-def _judges_with_run_model(name: str, options: dict | None) -> bool:
-    """Whether judge ``name`` scores with the run's own model (``self``; ``lm`` without a ``model``)."""
-    return name == "self" or (name == "lm" and "model" not in (options or {}))
-
-
 @dataclass
 class Pipeline:
     """Runs stages in order on one run directory, loading the model only if a stage needs it."""
@@ -147,7 +142,7 @@ class Pipeline:
         from valuemech.io import atomic_write_bytes
 
         records = _records(self.run)
-        lm = self.model() if _judges_with_run_model(self.cfg.judge.name, self.cfg.judge.options) else None
+        lm = self.model() if uses_run_model(self.cfg.judge.name, self.cfg.judge.options) else None
         judge = get_judge(self.cfg.judge.name, self.cfg.judge.options, lm=lm)
         if force and self.run.labels.exists():
             atomic_write_bytes(self.run.labels, b"")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from valuemech.batching import common_prefix_len, padded_forward, prefix_forward
+from valuemech.batching import common_prefix_len, padded_forward, prefix_forward, returned_cache
 from valuemech.models.loading import LoadedModel
 
 
@@ -135,7 +135,7 @@ def tree_next_token_probs(lm: LoadedModel, head: list[int], bodies: list[list[li
             for seg in body[k:]:
                 if seg:
                     res = padded_forward(lm, [seg], cache, length, logits_to_keep=1)
-                    cache, length = (res.get("cache") if "cache" in res else res.get("past_key_values")), length + len(seg)
+                    cache, length = returned_cache(res), length + len(seg)
                 stack.append((tuple(seg), cache, length))
             for s in range(0, len(tails), batch_size):
                 logits = padded_forward(lm, tails[s: s + batch_size], cache, length, logits_to_keep=1).logits[:, -1]

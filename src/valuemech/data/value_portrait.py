@@ -22,6 +22,11 @@ class PortraitResponse:
     text: str
     correlations: dict[str, float]
 
+    @property
+    def query_id(self) -> str:
+        """The query this response answers (its five responses share it): ``id`` is ``<query id>/<k>``."""
+        return self.id.rsplit("/", 1)[0]
+
 
 def _fail(path: Path, msg: str) -> ValuemechError:
     return ValuemechError(f"{path}: {msg}")

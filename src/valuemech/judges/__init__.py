@@ -85,6 +85,13 @@ def check_judge(name: Any, options: Any = None, where: str = "judge") -> None:
 #: Judges that run a local model: ``lm`` (options ``model``, ``dtype``: any model; without ``model``,
 #: the run's) and ``self`` (the run's model; ``model`` only outside a run).
 MODEL_JUDGES = ("lm", "self")
+#: The options of a model judge that choose its model (the rest go to its class).
+MODEL_OPTIONS = ("model", "dtype")
+
+
+def uses_run_model(name: str, options: dict | None) -> bool:
+    """Whether judge ``name`` scores with the run's own model (``self``; ``lm`` without a ``model``)."""
+    return name == "self" or (name == "lm" and "model" not in (options or {}))
 
 
 def _check_model_options(options: dict, where: str) -> dict:
@@ -100,7 +107,7 @@ def _check_model_options(options: dict, where: str) -> dict:
         if not isinstance(options["dtype"], str):
             raise ValuemechError(f"{where} option dtype must be a string")
         DTYPES.check(f"{where} option dtype", options["dtype"])
-    return {k: v for k, v in options.items() if k not in ("model", "dtype")}
+    return {k: v for k, v in options.items() if k not in MODEL_OPTIONS}
 
 
 def judge_model(name: str, options: dict | None, lm=None):
@@ -111,7 +118,7 @@ def judge_model(name: str, options: dict | None, lm=None):
 
     options = options or {}
     own = options.get("model")
-    if name == "lm" and own is not None:
+    if not uses_run_model(name, options):
         return load_model(ModelConfig(name=own, dtype=options.get("dtype", "auto")))
     if lm is not None:
         return lm
@@ -129,7 +136,7 @@ def get_judge(name: str, options: dict[str, Any] | None = None, lm=None) -> Judg
     try:
         if name in MODEL_JUDGES:
             model = judge_model(name, options, lm)
-            return judge_class(name)(model, **{k: v for k, v in options.items() if k not in ("model", "dtype")})
+            return judge_class(name)(model, **{k: v for k, v in options.items() if k not in MODEL_OPTIONS})
         if name == "ensemble":
             return _builder(name)(lambda n, o: get_judge(n, o, lm), **options)
         return judge_class(name)(**options)

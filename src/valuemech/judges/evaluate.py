@@ -149,16 +149,20 @@ def calibrate_thresholds(scores: Sequence[dict[str, float]], gold: Sequence[dict
     return out
 
 
+def with_ci(m: dict, k: str, digits: int = 2) -> str:
+    """``m[k]`` and its interval ``m[k + "_ci"]`` as "point [low, high]" (the point to ``digits`` places)."""
+    return f"{m[k]:.{digits}f} [{m[k + '_ci'][0]:.2f}, {m[k + '_ci'][1]:.2f}]"
+
+
 def reports_markdown(reports: list[dict]) -> str:
     """Markdown tables (macro, then per-value F1 / ROC-AUC) of ``judges evaluate --out`` reports."""
-    ci = lambda m, k: f"{m[k]:.2f} [{m[k + '_ci'][0]:.2f}, {m[k + '_ci'][1]:.2f}]"  # noqa: E731
     try:
         lines = ["| judge | n | precision | recall | F1 | ROC-AUC | undecided |", "|---|---|---|---|---|---|---|"]
         for r in reports:
             m = r["macro"]
             und = sum(r.get("failures", {}).values())
-            lines.append(f"| `{r['judge']}` | {r['n']} | {ci(m, 'precision')} | {ci(m, 'recall')} | {ci(m, 'f1')} | "
-                         f"{ci(m, 'auc')} | {und} |")
+            lines.append(f"| `{r['judge']}` | {r['n']} | {with_ci(m, 'precision')} | {with_ci(m, 'recall')} | {with_ci(m, 'f1')} | "
+                         f"{with_ci(m, 'auc')} | {und} |")
         lines.append("")
         short = lambda name: name.split("(")[0] + (f" ({name.split('(')[1].split(':')[0]})" if name.startswith("ensemble") else "")  # noqa: E731
         lines.append("| value | " + " | ".join(f"F1 / AUC: {short(r['judge'])}" for r in reports) + " |")

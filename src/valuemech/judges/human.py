@@ -20,8 +20,9 @@ import numpy as np
 
 from valuemech.data.value_portrait import PortraitResponse
 from valuemech.errors import ValuemechError
+from valuemech.judges import MODEL_JUDGES
 from valuemech.judges.base import Judge
-from valuemech.judges.evaluate import _ci, _nanmean, average_ranks, roc_auc
+from valuemech.judges.evaluate import _ci, _nanmean, average_ranks, roc_auc, with_ci
 from valuemech.values import VALUES
 
 
@@ -50,10 +51,9 @@ def portrait_agreement(responses: Sequence[PortraitResponse], scores: Sequence[d
     missing = sorted({v for r in responses for v in values if v not in r.correlations})
     if missing:
         raise ValuemechError(f"Value Portrait responses without a correlation for {', '.join(missing)}")
-    query_of = [r.id.rsplit("/", 1)[0] for r in responses]
     groups: dict[str, list[int]] = {}
-    for i, q in enumerate(query_of):
-        groups.setdefault(q, []).append(i)
+    for i, r in enumerate(responses):
+        groups.setdefault(r.query_id, []).append(i)
     keys = sorted(groups)
     rng = np.random.default_rng(seed)
     boots = [np.concatenate([groups[keys[k]] for k in rng.integers(0, len(keys), len(keys))])
@@ -106,7 +106,7 @@ def evaluate_on_portrait(judge: Judge, responses: Sequence[PortraitResponse], th
 def short_name(judge: str) -> str:
     """A column label for a judge name: the kind, and for model judges the model and the prompt."""
     kind = judge.split("(")[0]
-    if kind not in ("lm", "self") or not judge.endswith(")"):
+    if kind not in MODEL_JUDGES or not judge.endswith(")"):
         return kind
     parts = judge[len(kind) + 1: -1].split(",")
     model = parts[0].split(" ")[0].split("/")[-1]
@@ -115,12 +115,11 @@ def short_name(judge: str) -> str:
 
 def portrait_markdown(reports: list[dict]) -> str:
     """Markdown tables of Value Portrait agreement reports: macro AUC and rho, then per-value AUC."""
-    ci = lambda m, k: f"{m[k]:.3f} [{m[k + '_ci'][0]:.2f}, {m[k + '_ci'][1]:.2f}]"  # noqa: E731
     try:
         lines = ["| judge | n | mean AUC (tied: r ≥ t) | mean Spearman ρ |", "|---|---|---|---|"]
         for r in reports:
             lines.append(f"| `{r['judge']}` | {r['n']} ({r['queries']} queries, t={r['threshold']:g}) | "
-                         f"{ci(r['macro'], 'auc')} | {ci(r['macro'], 'rho')} |")
+                         f"{with_ci(r['macro'], 'auc', 3)} | {with_ci(r['macro'], 'rho', 3)} |")
         lines += ["", "| value | tied | " + " | ".join(f"AUC: {short_name(r['judge'])}" for r in reports) + " |",
                   "|---|---|" + "---|" * len(reports)]
         for v in VALUES:

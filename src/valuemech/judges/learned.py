@@ -90,7 +90,7 @@ def targets(responses: Sequence[PortraitResponse]) -> np.ndarray:
 
 
 def query_groups(responses: Sequence[PortraitResponse]) -> list[str]:
-    return [r.id.rsplit("/", 1)[0] for r in responses]
+    return [r.query_id for r in responses]
 
 
 def cross_validated(responses: Sequence[PortraitResponse], features: str = "query+response",

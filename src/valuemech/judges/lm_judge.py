@@ -101,7 +101,6 @@ class LMJudge:
 
     KIND = "lm"
     OPTIONS = {"threshold": Range(0, 1), "batch_size": AT_LEAST_1, "prompt": OneOf(PROMPTS)}
-    DEFAULT_PROMPT = "shared"
 
     def __init__(self, lm: LoadedModel, threshold: float = 0.5, batch_size: int = 16, prompt: str = "shared",
                  use_query: bool = True, progress: bool = True) -> None:
@@ -119,7 +118,6 @@ class LMJudge:
         query = "" if self.use_query else ",no-query"
         self.name = f"{self.KIND}({lm.model_id},{prompt}{query},t={self.threshold:g})"
         self.last_mass: list[float] = []
-        self._head_cache: dict[tuple[str, ...], object] = {}
 
     def _chat(self) -> tuple[str, str]:
         """The chat template's text before and after the user turn's content (with the assistant header)."""
