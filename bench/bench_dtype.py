@@ -15,35 +15,13 @@ import argparse
 import time
 
 import torch
-import torch.nn.functional as F
 
-from _common import load_avg, machine
+from _common import best_of, flops_per_token, linear_gflops, load_avg, machine
 from valuemech.config import GenerationConfig, ModelConfig
 from valuemech.data import builtin_queries
 from valuemech.generate import sample_batch
 from valuemech.hardware import auto_dtype, describe
 from valuemech.models.loading import load_model
-
-
-def best_of(fn, reps: int = 5) -> float:
-    fn()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
-
-
-def linear_gflops(dtype: torch.dtype) -> float:
-    x = torch.randn(2048, 576).to(dtype)
-    w = torch.randn(1536, 576).to(dtype)
-    return 2 * 2048 * 576 * 1536 / best_of(lambda: F.linear(x, w)) / 1e9
-
-
-def flops_per_token(model: torch.nn.Module) -> int:
-    """2 x the weights of every Linear layer (lm_head included): the matmul FLOPs of one token."""
-    return 2 * sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
 
 
 def measure(model_name: str, dtype: str, threads: int, queries: list[str]) -> dict:

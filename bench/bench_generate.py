@@ -20,6 +20,7 @@ Usage (the commands of docs/benchmarks.md):
   python bench/bench_generate.py --steer --repeats 6 --new-tokens 16
   python bench/bench_generate.py --dtype bfloat16 --steer --repeats 4 --new-tokens 16
   python bench/bench_generate.py --stage --jobs 32 --repeats 3
+  python bench/bench_generate.py --stage --jobs 96 --repeats 2 --threads 2   (the quick preset's threads)
   python bench/bench_generate.py --profile FILE --jobs 32
 Needs the bench extra (``make bench-env``).
 """
@@ -38,7 +39,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # one thread: no token
 
 import torch  # noqa: E402
 
-from _common import load_avg, machine  # noqa: E402
+from _common import flops_per_token, linear_gflops, load_avg, machine  # noqa: E402
 from valuemech import hooks
 from valuemech.config import GenerationConfig, ModelConfig, make_config
 from valuemech.data import builtin_queries, load_templates, select_queries
@@ -95,22 +96,25 @@ def _in(ctx, fn, *args):
         return fn(*args)
 
 
-def quick_jobs(n: int):
-    cfg = make_config("quick")
+def quick_jobs(n: int, batch_size: int | None = None):
+    cfg = make_config("quick", {"generation": {"batch_size": batch_size}} if batch_size else None)
     queries = select_queries(cfg.data.queries, cfg.data.n_queries, cfg.seed, cfg.data.text_field)
     templates = load_templates(cfg.data.templates, cfg.generation.values)
     return cfg, plan_jobs(queries, templates, cfg.generation, cfg.seed)[:n]
 
 
 def stage_run(lm: LoadedModel, cfg, jobs, seed: int) -> tuple[float, int]:
-    """The pipeline's generate stage into a fresh temporary JSONL: (seconds, generated tokens)."""
+    """The pipeline's generate stage into a fresh temporary JSONL: (seconds, generated tokens);
+    ``stage_run.prompt_tokens`` keeps the prompt tokens of the last call (for model FLOPs)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "responses.jsonl"
         t0 = time.perf_counter()
         generate_responses(lm, jobs, cfg.generation, seed, out, progress=False,
                            extra={"model_sha256": lm.weights_sha256})
         dt = time.perf_counter() - t0
-        return dt, sum(len(r["response_token_ids"]) for r in read_jsonl(out))
+        records = read_jsonl(out)
+        stage_run.prompt_tokens = sum(len(r["prompt_token_ids"]) for r in records)
+        return dt, sum(len(r["response_token_ids"]) for r in records)
 
 
 @torch.no_grad()
@@ -151,7 +155,7 @@ def same_as_transformers(lm: LoadedModel, cfg, jobs) -> bool:
 
 
 def stage(lm: LoadedModel, args) -> None:
-    cfg, jobs = quick_jobs(args.jobs)
+    cfg, jobs = quick_jobs(args.jobs, args.batch_size)
     g = cfg.generation
     print(f"\nsample_batch == generate with transformers' warpers on {min(8, len(jobs))} prompts: "
           f"{same_as_transformers(lm, cfg, jobs[:8])}")
@@ -169,6 +173,14 @@ def stage(lm: LoadedModel, args) -> None:
     best = {k: max(v)[0] for k, v in res.items()}
     print(f"  best of {args.repeats}: " + ", ".join(f"{k} {v:.1f} tok/s" for k, v in best.items())
           + f"; ratio {best['valuemech stage'] / best['plain loop']:.2f}x (target >= 0.9)")
+    # Model FLOPs of the useful work: every prompt token once and every kept response token once
+    # (padding, and steps of rows that already ended, are work the stage does but not counted).
+    peak = linear_gflops(lm.model.dtype)
+    dt, n = min((x[1], x[2]) for x in res["valuemech stage"])
+    useful = (stage_run.prompt_tokens + n) * flops_per_token(lm.model) / dt / 1e9
+    print(f"  generate stage in model FLOPs: {useful:.1f} GFLOP/s = {100 * useful / peak:.0f}% of this machine's "
+          f"F.linear peak at {torch.get_num_threads()} thread(s) ({peak:.1f} GFLOP/s, {lm.model.dtype}); "
+          f"{stage_run.prompt_tokens} prompt + {n} response tokens in {dt:.1f} s")
     best = {k: max(x[3] for x in v) for k, v in res.items()}
     print(f"  best of {args.repeats}, tokens per CPU second: " + ", ".join(f"{k} {v:.1f}" for k, v in best.items())
           + f"; ratio {best['valuemech stage'] / best['plain loop']:.2f}x")
@@ -204,9 +216,11 @@ def main() -> None:
     ap.add_argument("--stage", action="store_true")
     ap.add_argument("--profile", default=None)
     ap.add_argument("--tree-lines", type=int, default=60)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--batch-size", type=int, default=None, help="--stage: instead of the quick preset's")
     args = ap.parse_args()
-    torch.set_num_threads(1)
-    lm = load_model(ModelConfig(name=args.model, dtype=args.dtype, threads=1))
+    torch.set_num_threads(args.threads)
+    lm = load_model(ModelConfig(name=args.model, dtype=args.dtype, threads=args.threads))
     print(f"python {' '.join(sys.argv)}\n{machine()}, {load_avg()}\nmodel {lm.model_id}, dtype {args.dtype}")
     if args.profile:
         profile(lm, args)

@@ -19,7 +19,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("batching", "hooks", "nltk_data"),
     ("artifacts", "scoring", "generate"),
     ("vectors", "judges", "labels", "vectorfile"),
-    ("decompose",),
+    ("decompose", "label_null"),
     ("neurons",),
     ("rundir",),
     ("steering",),

@@ -96,22 +96,6 @@ def continuation_logliks(lm: LoadedModel, pairs: list[tuple[list[int], list[int]
 
 
 @torch.no_grad()
-def token_logprobs(lm: LoadedModel, prompt: list[int], cont: list[int],
-                   top: int = 0) -> list[tuple[float, list[tuple[int, float]]]]:
-    """Per token of ``cont`` after ``prompt``: its log-probability and the ``top`` most likely tokens
-    with theirs (float64 log-softmax of one forward, as :func:`continuation_logliks`)."""
-    if not cont:
-        return []
-    keep = len(cont) + 1
-    logp = padded_forward(lm, [prompt + cont], logits_to_keep=keep).logits.double().log_softmax(-1).cpu()[0, :-1]
-    chosen = logp.gather(-1, torch.tensor(cont)[:, None])[:, 0].tolist()
-    if top == 0:
-        return [(c, []) for c in chosen]
-    vals, ids = logp.topk(top, dim=-1)
-    return [(c, list(zip(i, v))) for c, i, v in zip(chosen, ids.tolist(), vals.tolist())]
-
-
-@torch.no_grad()
 def cached_continuation_logliks(lm: LoadedModel, prompt: list[int], conts: list[list[int]]) -> torch.Tensor | None:
     """Sum of log p(continuation | prompt) per continuation, the prompt run once and its KV cache
     shared by all continuations; None where the model's cache cannot be shared (see :func:`prefix_forward`)."""

@@ -172,9 +172,11 @@ def _print_summary(root: Path) -> None:
     table.add_column("intrinsic", justify="right")
     table.add_column("prompted", justify="right")
     table.add_column(f"cos(v_int, v_prompt) @ block {layer}", justify="right")
+    table.add_column("random labels, 95%", justify="right")
     for r in rows:
         table.add_row(r["value"], r["intrinsic"], r["prompted"],
-                      "-" if r["cosine"] is None else f"{r['cosine']:+.3f}")
+                      "-" if r["cosine"] is None else f"{r['cosine']:+.3f}",
+                      "-" if r["null"] is None else f"{r['null'][0]:+.3f} … {r['null'][1]:+.3f}")
     console.print(table)
 
 

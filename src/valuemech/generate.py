@@ -23,7 +23,7 @@ from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria,
 
 from valuemech.config import GenerationConfig
 from valuemech import hooks
-from valuemech.batching import left_pad
+from valuemech.batching import cache_kwarg, common_prefix_len, left_pad, prefix_forward
 from valuemech.data.queries import Query
 from valuemech.errors import ValuemechError
 from valuemech.io import append_jsonl, read_jsonl, repair_jsonl
@@ -150,7 +150,8 @@ def sample_batch(lm: LoadedModel, prompts: list[list[int]], cfg: GenerationConfi
 @dataclass
 class Row:
     """One row of a batch with its own settings: prompt ids, token budget, sampling (``temperature``
-    0 is greedy), seed, stop strings and an addition to the residual stream ``{layer: vector}``."""
+    0 is greedy), seed, stop strings, an addition to the residual stream ``{layer: vector}``, factors
+    on MLP neurons ``{layer: [d_mlp]}`` and whether to record the tokens' log-probabilities."""
 
     prompt: list[int]
     max_new_tokens: int
@@ -159,6 +160,8 @@ class Row:
     seed: int = 0
     stop: list[str] = field(default_factory=list)
     add: dict[int, torch.Tensor] | None = None
+    scale: dict[int, torch.Tensor] | None = None  # {layer: factor [d_mlp]} on the MLP activations (neuron steering)
+    logprobs: int | None = None  # None: none; k: each generated token's log-probability and the top k alternatives
 
 
 class RowSampler(LogitsProcessor):
@@ -208,30 +211,110 @@ class RowStops(StoppingCriteria):
         return torch.tensor([e is not None for e in self.ended], device=input_ids.device)
 
 
-def _row_result(ids: list[int], ended: tuple[int, str] | None, eos_ids: list[int]) -> tuple[list[int], str]:
-    """A row's generated ids up to its end (EOS, a stop string or its budget) and the reason."""
+#: Per generated token: its log-probability and the top alternatives ``[(token id, log-probability)]``.
+TokenLogprobs = list[tuple[float, list[tuple[int, float]]]]
+
+
+class RowLogprobs(LogitsProcessor):
+    """Records, for the rows that ask (``Row.logprobs``), each generated token's log-probability under
+    the model's distribution (float64 log-softmax of the step's logits, before any sampling warper)
+    and the top ``k``; passes the scores on unchanged. A step's token is known at the next call (or,
+    for the last step, from the output: ``finish``)."""
+
+    def __init__(self, rows: list[Row]) -> None:
+        self.want = [i for i, r in enumerate(rows) if r.logprobs is not None]
+        self.top = [rows[i].logprobs for i in self.want]
+        self.steps: dict[int, TokenLogprobs] = {i: [] for i in self.want}
+        self.last: torch.Tensor | None = None  # [len(want), vocab] of the step whose token is not yet known
+
+    def _settle(self, chosen: torch.Tensor) -> None:
+        for j, i in enumerate(self.want):
+            lp = self.last[j]
+            alts = []
+            if self.top[j]:
+                vals, idx = lp.topk(self.top[j])
+                alts = list(zip(idx.tolist(), vals.tolist()))
+            self.steps[i].append((float(lp[int(chosen[i])]), alts))
+        self.last = None
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
+        if self.last is not None:
+            self._settle(input_ids[:, -1])
+        if self.want:
+            self.last = scores[self.want].double().log_softmax(-1).cpu()
+        return scores
+
+    def finish(self, last_tokens: torch.Tensor) -> None:
+        if self.last is not None:
+            self._settle(last_tokens)
+
+
+#: A row's result: generated ids, ``eos`` | ``stop`` | ``length``, and its tokens' log-probabilities
+#: (None unless the row asked).
+RowResult = tuple[list[int], str, TokenLogprobs | None]
+
+
+def _row_result(ids: list[int], ended: tuple[int, str] | None, eos_ids: list[int],
+                logprobs: TokenLogprobs | None) -> RowResult:
+    """A row's generated ids up to its end (EOS, a stop string or its budget), the reason, and the
+    log-probabilities of those ids."""
     ids, why = cut_at_eos(ids[:ended[0]] if ended else ids, eos_ids)
-    return ids, (why if why == "eos" or ended is None else ended[1])
+    return ids, (why if why == "eos" or ended is None else ended[1]), (None if logprobs is None else logprobs[:len(ids)])
+
+
+def _shared_prefix(lm: LoadedModel, rows: list[Row], at_least: int):
+    """``(input_ids, attention_mask, cache)`` continuing the rows' common prompt prefix, run once, when it
+    is ``at_least`` tokens long (``at_least`` > 0), every row is unsteered and the model's cache can be
+    repeated over a batch; else None. Layout: the prefix, then each row's own rest left-padded, so the
+    padding sits between them (masked; positions come from the mask, so a row's positions are those of
+    its prompt alone)."""
+    prompts = [r.prompt for r in rows]
+    if at_least <= 0 or len(rows) < 2 or any(r.add or r.scale for r in rows):
+        return None
+    n = min(common_prefix_len(prompts), min(map(len, prompts)) - 1)  # every row keeps a token of its own
+    if n < at_least:
+        return None
+    cache, _ = prefix_forward(lm, prompts[0][:n])
+    if cache is None:
+        return None
+    cache.batch_repeat_interleave(len(rows))
+    rest, rest_mask = left_pad([p[n:] for p in prompts], lm.tokenizer.pad_token_id)
+    ids = torch.cat([torch.tensor([prompts[0][:n]] * len(rows), dtype=torch.long), rest], 1)
+    mask = torch.cat([torch.ones(len(rows), n, dtype=torch.long), rest_mask], 1)
+    return ids, mask, cache
 
 
 @torch.no_grad()
-def sample_rows(lm: LoadedModel, rows: list[Row], streamer=None) -> list[tuple[list[int], str]]:
+def sample_rows(lm: LoadedModel, rows: list[Row], streamer=None, share_prefix: int = 0) -> list[RowResult]:
     """Generate every row in one left-padded batch with a KV cache, each with its own budget, sampling,
-    seed, stop strings and addition (``hooks.add_per_row``); returns ids and ``eos`` | ``stop`` |
-    ``length`` per row. A row's result does not depend on the rows beside it (up to batch numerics).
-    ``streamer``: as in ``sample_batch`` (a batch of one)."""
-    ids, mask = left_pad([r.prompt for r in rows], lm.tokenizer.pad_token_id)
+    seed, stop strings, addition (``hooks.add_per_row``), neuron factors (``hooks.scale_per_row``) and
+    log-probabilities (``RowLogprobs``); returns ids, ``eos`` | ``stop`` | ``length`` and the
+    log-probabilities (or None) per row. A row's result does not depend on the rows beside it (up to
+    batch numerics). ``streamer``: as in ``sample_batch`` (a batch of one). ``share_prefix`` > 0: unsteered
+    rows whose prompts begin with the same ``share_prefix`` or more tokens run that prefix once
+    (``_shared_prefix``; no hooks may be active around the call, as they would see a batch of one)."""
+    shared = _shared_prefix(lm, rows, share_prefix)
+    extra = {}
+    if shared is None:
+        ids, mask = left_pad([r.prompt for r in rows], lm.tokenizer.pad_token_id)
+    else:
+        ids, mask, cache = shared
+        extra[cache_kwarg(lm.model)] = cache
     ids, mask = ids.to(lm.device), mask.to(lm.device)
     stops = RowStops(lm.tokenizer, rows, ids.shape[1])
-    adds = [r.add for r in rows]
-    with hooks.add_per_row(lm, adds) if any(adds) else nullcontext():
+    record = RowLogprobs(rows)
+    adds, scales = [r.add for r in rows], [r.scale for r in rows]
+    with hooks.add_per_row(lm, adds) if any(adds) else nullcontext(), \
+            hooks.scale_per_row(lm, scales) if any(scales) else nullcontext():
         out = lm.model.generate(
             input_ids=ids, attention_mask=mask, do_sample=False, temperature=None, top_p=None, top_k=None,
             max_new_tokens=max(r.max_new_tokens for r in rows), pad_token_id=lm.tokenizer.pad_token_id,
-            eos_token_id=lm.eos_ids, streamer=streamer, logits_processor=LogitsProcessorList([RowSampler(rows)]),
-            stopping_criteria=StoppingCriteriaList([stops]))
+            eos_token_id=lm.eos_ids, streamer=streamer,
+            logits_processor=LogitsProcessorList([record, RowSampler(rows)]),
+            stopping_criteria=StoppingCriteriaList([stops]), **extra)
+    record.finish(out[:, -1])
     gen = out[:, ids.shape[1]:].tolist()
-    return [_row_result(g, e, lm.eos_ids) for g, e in zip(gen, stops.ended)]
+    return [_row_result(g, e, lm.eos_ids, record.steps.get(i)) for i, (g, e) in enumerate(zip(gen, stops.ended))]
 
 
 class EndpointSampler:

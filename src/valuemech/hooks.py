@@ -279,6 +279,27 @@ def apply_operator(model, operator: str, directions: Mapping[int, VectorSpec], a
     return ablate_vectors(model, directions, added if operator == "ablate_add" else None, positions=positions)
 
 
+def _neuron_index(arch: ModelArch, layer: int, idx: Sequence[int] | torch.Tensor) -> torch.Tensor:
+    """``idx`` as a flat long tensor, checked against the block's MLP width."""
+    idx = torch.as_tensor(idx, dtype=torch.long).flatten()
+    if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= arch.d_mlp):
+        raise ValuemechError(f"neuron index out of range for layer {layer} (0..{arch.d_mlp - 1})")
+    return idx
+
+
+def neuron_factors(model, neurons: Mapping[int, Sequence[int] | torch.Tensor], beta: float) -> dict[int, torch.Tensor]:
+    """``scale_neurons``' multiplication as factors for one batch row (``scale_per_row``):
+    ``{layer: [d_mlp]}``, float64, ``beta`` at the given neurons and 1 elsewhere."""
+    arch = _arch(model)
+    out = {}
+    for layer, idx in neurons.items():
+        layer = arch.check_layer(layer)
+        factor = torch.ones(arch.d_mlp, dtype=torch.float64)
+        factor[_neuron_index(arch, layer, idx)] = beta
+        out[layer] = factor
+    return out
+
+
 @contextmanager
 def scale_neurons(model, neurons: Mapping[int, Sequence[int] | torch.Tensor], beta: float,
                   positions: Positions = "all") -> Iterator[None]:
@@ -287,10 +308,7 @@ def scale_neurons(model, neurons: Mapping[int, Sequence[int] | torch.Tensor], be
     with _phase_hooks(arch, positions) as (phase, handles):
         for layer, idx in neurons.items():
             layer = arch.check_layer(layer)
-            idx = torch.as_tensor(idx, dtype=torch.long).flatten()
-            if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= arch.d_mlp):
-                raise ValuemechError(f"neuron index out of range for layer {layer} (0..{arch.d_mlp - 1})")
-            idx = idx.to(_module_device(arch.down_projs[layer]))
+            idx = _neuron_index(arch, layer, idx).to(_module_device(arch.down_projs[layer]))
 
             def hook(_mod, args, idx=idx):
                 act = args[0]
@@ -337,5 +355,29 @@ def add_per_row(model, rows: Sequence[Mapping[int, torch.Tensor] | None]) -> Ite
             return _replace_hidden(output, hidden + table[:, None, :].to(hidden.dtype))
 
         handles.append(module.register_forward_hook(hook))
+    with _registered(handles):
+        yield
+
+
+@contextmanager
+def scale_per_row(model, rows: Sequence[Mapping[int, torch.Tensor] | None]) -> Iterator[None]:
+    """A batch of different neuron scalings in one forward: row ``i``'s MLP activations at block ``l``
+    are multiplied by ``rows[i][l]`` (``[d_mlp]``, from :func:`neuron_factors`; ``None`` or ``{}``: by 1)
+    before ``down_proj``, at every position; the batch must have ``len(rows)`` rows."""
+    arch = _arch(model)
+    layers = sorted({l for r in rows if r for l in r})
+    handles = []
+    for layer in layers:
+        module = arch.down_projs[layer]
+        ones = torch.ones(arch.d_mlp, dtype=torch.float64)
+        table = torch.stack([r[layer].double() if r and layer in r else ones for r in rows])
+
+        def hook(_m, args, table=table.to(_module_device(module))):
+            act = args[0]
+            if act.shape[0] != table.shape[0]:
+                raise ValueError(f"scale_per_row: {table.shape[0]} rows of factors for a batch of {act.shape[0]}")
+            return (act * table[:, None, :].to(act.dtype), *args[1:])
+
+        handles.append(module.register_forward_pre_hook(hook))
     with _registered(handles):
         yield

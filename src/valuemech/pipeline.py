@@ -20,6 +20,7 @@ from typing import Callable
 from valuemech.config import RunConfig
 from valuemech.data import load_templates, select_queries
 from valuemech.errors import ValuemechError
+from valuemech.label_null import random_label_null, read_null
 from valuemech.evals import registry
 from valuemech.generate import generate_responses, plan_jobs
 from valuemech.judges import check_judge, get_judge, uses_run_model
@@ -155,8 +156,12 @@ class Pipeline:
         _check_model_identity(self.run, lm, records)
         labels, judge = self.run.load_labels_and_judge()
         vv = extract_vectors(lm, records, labels, judge or self.cfg.judge.name, self.cfg.extract.batch_size,
-                             self.cfg.extract.min_group, self.progress)
+                             self.cfg.extract.min_group, self.progress, keep_layer=lm.n_layers // 2)
         vv.metadata["inputs"] = json.dumps(inputs, sort_keys=True)
+        if vv.kept is not None:  # the random-label null of cos(v_int, v_prompt) at the summary's block
+            null = random_label_null(vv.kept.means, vv.kept.labels, vv.kept.layer, self.cfg.extract.min_group,
+                                     seed=self.cfg.seed)
+            vv.metadata["random_label_null"] = json.dumps(null)
         vv.save(self.run.vectors)
         info = {"vectors": len(vv.vectors), "skipped": json.loads(vv.metadata["skipped"])}
         for key, c in info["skipped"].items():
@@ -334,13 +339,16 @@ def stage_spec(name: str) -> Stage:
 
 
 def summary_rows(run: RunDir, layer: int | None = None) -> tuple[list[dict], int | None]:
-    """Per value: label counts per condition and cos(v_int, v_prompt) at ``layer`` (default: middle)."""
+    """Per value: label counts per condition, cos(v_int, v_prompt) at ``layer`` (default: middle) and its
+    random-label 95% band (``null``, None when extract computed it at another block or not at all)."""
     counts: dict = {}
     cos: dict = {}
     n_layers = None
+    null = None
     if run.vectors.exists():
         vv = run.load_vectors()
         counts = vv.counts
+        null = read_null(vv.metadata)
         n_layers = int(vv.metadata["n_layers"])
     if run.decompose_json.exists():
         summary = run.load_decomposition()
@@ -354,6 +362,7 @@ def summary_rows(run: RunDir, layer: int | None = None) -> tuple[list[dict], int
             cc = counts.get(c, {}).get(v)
             row[c] = f"{cc['expressed']}/{cc['not']}" if cc else "-"
         row["cosine"] = cos[v][layer] if v in cos and layer is not None and layer < len(cos[v]) else None
+        row["null"] = null["per_value"].get(v) if null and null.get("layer") == layer else None
         rows.append(row)
     return rows, layer
 

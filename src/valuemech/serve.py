@@ -21,11 +21,12 @@ scripts), ``GET /health``. Extensions to the chat request:
 
 Concurrent requests are batched (``Batcher``): one worker thread owns the model and generates the
 requests that arrived together (up to ``max_batch`` rows; ``n`` choices are ``n`` rows) in one
-left-padded batch, each row with its own token budget, stop strings, sampling and seed
-(``generate.sample_rows``) and its own steering vector (``hooks.add_per_row``). Steering a row cannot
-carry (neuron classes with β, ``ablate`` / ``ablate_add``, ``positions`` other than ``all``),
-``guided_choice``, ``logprobs`` (computed after generation) and token streaming run as a batch of
-their own, under the request's hooks; so steering never leaks between requests.
+left-padded batch, each row with its own token budget, stop strings, sampling, seed, log-probabilities
+(``generate.sample_rows``; when every row is unsteered, the head their prompts share is run once, as
+for the ten questions an ``llm`` judge asks about one text) and its own steering: a vector (``hooks.add_per_row``) or a neuron class
+with β (``hooks.scale_per_row``). Steering a row cannot carry (``ablate`` / ``ablate_add``,
+``positions`` other than ``all``), ``guided_choice`` and token streaming run as a batch of their own,
+under the request's hooks; so steering never leaks between requests.
 Binds to 127.0.0.1 by default.
 """
 
@@ -51,8 +52,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from valuemech import hooks
 from valuemech.config import GenerationConfig
 from valuemech.errors import ValuemechError
-from valuemech.batching import continuation_logliks, token_logprobs
-from valuemech.generate import Row, sample_rows, stable_seed
+from valuemech.batching import continuation_logliks
+from valuemech.generate import Row, TokenLogprobs, sample_rows, stable_seed
 from valuemech.models.loading import LoadedModel
 from valuemech.neurons import NEURON_CLASSES
 from valuemech.rundir import RunDir
@@ -62,6 +63,7 @@ GUIDED_LOGITS_BYTES = 2 * 1024 ** 3  # float32 logits of all guided choices of o
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 API_KEY_ENV = "VALUEMECH_API_KEY"
 MAX_BATCH = 16  # rows generated together by default (--max-batch)
+SHARE_PREFIX = 16  # unsteered rows of a batch whose prompts begin alike for this many tokens run that head once
 MAX_BATCH_RANGE = (1, 256)
 BATCH_WAIT_S = 0.005  # the worker gathers requests until none has come for this long ...
 BATCH_WAIT_MAX_S = 0.1  # ... while fewer rows have come than were in flight (the last batch's clients come back)
@@ -169,8 +171,6 @@ class ChatRequest(BaseModel):
             raise ValueError("top_logprobs needs logprobs: true")
         if self.logprobs and self.guided_choice:
             raise ValueError("logprobs is not available with guided_choice")
-        if self.logprobs and self.steering is not None and self.steering.positions != "all":
-            raise ValueError("logprobs with steering needs positions 'all' (they are computed in one forward pass)")
         if self.guided_choice and self.n != 1:
             raise ValueError("guided_choice answers one choice; n must be 1")
         return self
@@ -214,6 +214,10 @@ class VectorStore:
         if s.neurons is None:
             directions, added = self.resolve(s, lm)
             return hooks.apply_operator(lm, s.operator, directions, added, positions=s.positions)
+        return scale_neuron_class(lm, self.neurons, *self.neuron_set(s), s.beta)
+
+    def neuron_set(self, s: Steering) -> tuple[str, str]:
+        """``(value, class)`` of a neuron steering request, checked against the run's neurons.json."""
         cls, _, value = s.neurons.partition(".")
         if self.neurons is None:
             raise HTTPException(400, "neuron steering needs neurons.json (start the server with --run DIR of a run "
@@ -221,15 +225,22 @@ class VectorStore:
         if cls not in NEURON_CLASSES or value not in self.neurons.get("per_value", {}):
             raise HTTPException(400, f"unknown neuron set {s.neurons!r}; use <shared|intrinsic|prompted>.<value> "
                                      f"with a value of neurons.json ({', '.join(self.neurons.get('per_value', {}))})")
-        return scale_neuron_class(lm, self.neurons, value, cls, s.beta)
+        return value, cls
 
-    def row_addition(self, s: Steering | None, lm: LoadedModel) -> dict[int, torch.Tensor] | None:
-        """The request's steering as ``{layer: vector}`` for one batch row (a vector added at every
-        position), or None when it has no steering or a batch row cannot carry it."""
-        if s is None or s.neurons is not None or s.operator != "add" or s.positions != "all":
-            return None
+    def row_steering(self, s: Steering | None, lm: LoadedModel) -> tuple[dict | None, dict | None, bool]:
+        """The request's steering for one batch row: ``(add, scale, batchable)``: a vector added at every
+        position ``{layer: vector}`` or neuron factors ``{layer: [d_mlp]}`` (``hooks.scale_per_row``); not
+        batchable when a row cannot carry it (``ablate`` / ``ablate_add``, ``positions`` other than all)."""
+        if s is None:
+            return None, None, True
+        if s.positions != "all" or s.operator != "add":
+            return None, None, False
+        if s.neurons is not None:
+            from valuemech.steering import neuron_class
+
+            return None, hooks.neuron_factors(lm, neuron_class(self.neurons, *self.neuron_set(s)), s.beta), True
         _, added = self.resolve(s, lm)
-        return {layer: torch.stack(vs).sum(0) for layer, vs in added.items()}
+        return {layer: torch.stack(vs).sum(0) for layer, vs in added.items()}, None, True
 
     def resolve(self, s: Steering, lm: LoadedModel) -> tuple[dict[int, list[torch.Tensor]], dict[int, list[torch.Tensor]]]:
         """The request's directions (for ablation) and scaled vectors (to add), ``{layer: [v, ...]}``."""
@@ -285,15 +296,15 @@ def choice_logprobs(lm: LoadedModel, prompt: list[int], choices: list[str]) -> l
     return continuation_logliks(lm, [(prompt, c) for c in choice_token_ids(lm, choices)]).tolist()
 
 
-def logprobs_content(lm: LoadedModel, prompt: list[int], ids: list[int], top: int) -> list[dict]:
-    """OpenAI's chat ``logprobs.content``: per generated token (stop strings do not cut it), its string,
-    log-probability, bytes and ``top`` alternatives, from the model's distribution (before temperature)."""
+def logprobs_content(lm: LoadedModel, ids: list[int], lps: TokenLogprobs) -> list[dict]:
+    """OpenAI's chat ``logprobs.content``: per generated token its string, log-probability, bytes and
+    alternatives, from the model's distribution (before temperature) recorded while generating
+    (``generate.RowLogprobs``)."""
     def entry(tok: int, logprob: float) -> dict:
         text = lm.tokenizer.decode([tok])
         return {"token": text, "logprob": logprob, "bytes": list(text.encode())}
 
-    return [{**entry(t, lp), "top_logprobs": [entry(a, alp) for a, alp in alts]}
-            for t, (lp, alts) in zip(ids, token_logprobs(lm, prompt, ids, top))]
+    return [{**entry(t, lp), "top_logprobs": [entry(a, alp) for a, alp in alts]} for t, (lp, alts) in zip(ids, lps)]
 
 
 class TokenQueue:
@@ -430,7 +441,7 @@ class Batcher:
         self.stats["batches"] += 1
         self.stats["batched_rows"] += len(rows)
         self.stats["largest_batch"] = max(self.stats["largest_batch"], len(rows))
-        return sample_rows(self.lm, rows)
+        return sample_rows(self.lm, rows, share_prefix=SHARE_PREFIX)
 
     @staticmethod
     def settle(jobs: list[Job], call: Callable[[], object]) -> None:
@@ -574,7 +585,7 @@ def create_app(lm: LoadedModel, run_dir: Path | None = None, model_name: str | N
                     yield chunk([{"index": 0, "delta": {"content": text[len(sent):]}, "finish_reason": None}])
                     sent = text
             try:
-                ids, why = future.result()[0]
+                ids, why, _ = future.result()[0]
             except Exception:  # noqa: BLE001 - the stream has begun; say so in it
                 yield f"data: {json.dumps({'error': {'message': 'generation failed'}})}\n\n"
                 return
@@ -602,17 +613,11 @@ def create_app(lm: LoadedModel, run_dir: Path | None = None, model_name: str | N
                 return sample_rows(lm, rows)
 
         results = batcher.submit(Job(rows=rows)).result() if batchable else alone(hooked_rows)
-        if req.logprobs:
-            def lps() -> list:
-                with hooked():
-                    return [logprobs_content(lm, rows[0].prompt, ids, req.top_logprobs or 0) for ids, _ in results]
-            logprobs = alone(lps)
-        else:
-            logprobs = [None] * len(results)
         out = []
-        for (ids, why), lp in zip(results, logprobs):
+        for ids, why, lps in results:
             text, stopped = apply_stop(lm.tokenizer.decode(ids, skip_special_tokens=True), req.stop_list())
-            out.append((text, "length" if why == "length" and not stopped else "stop", lp, len(ids)))
+            out.append((text, "length" if why == "length" and not stopped else "stop",
+                        None if lps is None else logprobs_content(lm, ids, lps), len(ids)))
         return out
 
     @app.post("/v1/chat/completions")
@@ -634,7 +639,7 @@ def create_app(lm: LoadedModel, run_dir: Path | None = None, model_name: str | N
                                          f"(limit {GUIDED_LOGITS_BYTES / 1024 ** 3:.0f} GiB); use fewer or shorter "
                                          "choices or a shorter prompt")
         # validated here, before waiting for the model; hooks go on only when entered, on the worker
-        add = store.row_addition(req.steering, lm)
+        add, scale, batchable = store.row_steering(req.steering, lm)
 
         def hooked():
             return nullcontext() if req.steering is None else store.context(req.steering, lm)
@@ -643,8 +648,8 @@ def create_app(lm: LoadedModel, run_dir: Path | None = None, model_name: str | N
         arrived(request)
         seed = req.seed if req.seed is not None else int.from_bytes(uuid.uuid4().bytes[:8], "little") >> 1
         rows = [Row(prompt, max_new, req.temperature, req.top_p, seed if i == 0 else stable_seed(seed, "choice", i),
-                    req.stop_list(), add) for i in range(req.n)]
-        batchable = req.steering is None or add is not None
+                    req.stop_list(), add, scale, (req.top_logprobs or 0) if req.logprobs else None)
+                for i in range(req.n)]
         if req.stream and req.n == 1 and not req.guided_choice and not req.logprobs and not req.stop:
             return stream_tokens(req, rows[0], nullcontext if batchable else hooked)
         if req.guided_choice:

@@ -170,9 +170,8 @@ def steer(lm: LoadedModel, source: SteeringSource, component: str, value: str | 
         yield added
 
 
-@contextmanager
-def scale_neuron_class(lm: LoadedModel, neurons_json: dict, value: str, cls: str, beta: float) -> Iterator[int]:
-    """Multiply the activations of one class of a value's neurons (from ``neurons.json``) by ``beta``."""
+def neuron_class(neurons_json: dict, value: str, cls: str) -> dict[int, list[int]]:
+    """One class of a value's neurons from ``neurons.json``: ``{layer: [neuron, ...]}``."""
     per_value = neurons_json.get("per_value", {})
     if value not in per_value:
         raise ValuemechError(f"no neurons for value {value!r} in neurons.json")
@@ -180,5 +179,12 @@ def scale_neuron_class(lm: LoadedModel, neurons_json: dict, value: str, cls: str
     for n in per_value[value]["neurons"]:
         if n["class"] == cls:
             chosen.setdefault(int(n["layer"]), []).append(int(n["neuron"]))
+    return chosen
+
+
+@contextmanager
+def scale_neuron_class(lm: LoadedModel, neurons_json: dict, value: str, cls: str, beta: float) -> Iterator[int]:
+    """Multiply the activations of one class of a value's neurons (from ``neurons.json``) by ``beta``."""
+    chosen = neuron_class(neurons_json, value, cls)
     with hooks.scale_neurons(lm, chosen, beta):
         yield sum(len(v) for v in chosen.values())

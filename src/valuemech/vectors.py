@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -109,6 +110,15 @@ class DiffMeansAccumulator:
 
 
 @dataclass
+class KeptMeans:
+    """Every response's mean at one block with its labels (1 expressed, 0 not, -1 undecided), per condition."""
+
+    layer: int
+    means: dict[str, torch.Tensor]  # condition -> [n, d] float64
+    labels: dict[str, dict[str, np.ndarray]]  # condition -> value -> [n]
+
+
+@dataclass
 class ValueVectors:
     """Intrinsic and prompted value vectors, ``[n_layers, hidden]`` each, plus provenance."""
 
@@ -116,6 +126,7 @@ class ValueVectors:
     metadata: dict[str, str]
     residual_norm: torch.Tensor | None = None  # mean residual norm over response tokens, [L]
     source: Path | None = field(default=None, compare=False)  # the file it was loaded from
+    kept: KeptMeans | None = field(default=None, compare=False, repr=False)  # extract's keep_layer (not saved)
 
     def get(self, condition: str, value: str) -> torch.Tensor:
         key = f"{condition}.{value}"
@@ -172,14 +183,17 @@ def _batched(items: list, size: int) -> Iterator[list]:
 
 def extract_vectors(lm: LoadedModel, responses: Iterable[dict], labels: dict[str, dict[str, bool]],
                     judge: str, batch_size: int = 16, min_group: int = 5,
-                    progress: bool = True) -> ValueVectors:
+                    progress: bool = True, keep_layer: int | None = None) -> ValueVectors:
     """Difference-in-means vectors for every condition x value from stored token ids and labels.
 
     ``responses`` are ``responses.jsonl`` records (with ``prompt_token_ids`` and
     ``response_token_ids``); ``labels`` maps response id to ``{value: expressed}``. Responses
     with no tokens are skipped and counted. Values whose groups fall below ``min_group`` get no
-    vector; their counts are recorded in the metadata.
+    vector; their counts are recorded in the metadata. With ``keep_layer``, every response's mean at
+    that block is kept with its labels in ``ValueVectors.kept`` (not saved; for
+    ``valuemech.label_null``, the random-label null of cos(v_int, v_prompt)).
     """
+
     usable, empty = [], 0
     for r in responses:
         if r["id"] not in labels:
@@ -192,12 +206,19 @@ def extract_vectors(lm: LoadedModel, responses: Iterable[dict], labels: dict[str
         raise ValuemechError("no non-empty responses to extract from")
     usable.sort(key=lambda r: (len(r["prompt_token_ids"]) + len(r["response_token_ids"]), r["id"]))
     acc = DiffMeansAccumulator(lm.n_layers, lm.hidden_size)
+    kept: dict[str, list[torch.Tensor]] = {c: [] for c in CONDITIONS}  # per-response means at keep_layer
+    kept_labels: dict[str, dict[str, list[int]]] = {c: {v: [] for v in VALUES} for c in CONDITIONS}
     bar = tqdm(total=len(usable), desc="extract", unit="resp", disable=not progress)
     for batch in _batched(usable, batch_size):
         means, norms = response_means(lm, [r["prompt_token_ids"] for r in batch],
                                       [r["response_token_ids"] for r in batch])
         for i, r in enumerate(batch):
             acc.add(r["condition"], means[i], labels[r["id"]])
+            if keep_layer is not None:
+                kept[r["condition"]].append(means[i, keep_layer].clone())
+                for v in VALUES:
+                    lab = labels[r["id"]].get(v, False)
+                    kept_labels[r["condition"]][v].append(-1 if lab is None else int(bool(lab)))
         acc.norm_sum += norms.sum(0)
         acc.n_tokens += sum(len(r["response_token_ids"]) for r in batch)
         bar.update(len(batch))
@@ -215,4 +236,8 @@ def extract_vectors(lm: LoadedModel, responses: Iterable[dict], labels: dict[str
         "min_group": str(min_group), "empty_responses": str(empty),
         "reading": "mean over response tokens, full chat context, teacher forced",
     }
-    return ValueVectors(vectors, meta, acc.norm_sum / max(acc.n_tokens, 1))
+    out = ValueVectors(vectors, meta, acc.norm_sum / max(acc.n_tokens, 1))
+    if keep_layer is not None and all(kept.values()):
+        out.kept = KeptMeans(keep_layer, {c: torch.stack(kept[c]) for c in CONDITIONS},
+                             {c: {v: np.array(kept_labels[c][v]) for v in VALUES} for c in CONDITIONS})
+    return out

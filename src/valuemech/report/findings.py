@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from valuemech.evals.common import bootstrap_mean
+from valuemech.label_null import cosine_line, read_null
 from valuemech.rundir import RunDir
 
 CLAIMS = ("steerability", "diversity", "compliance")
@@ -161,10 +162,11 @@ def summary_lines(run: RunDir | Path, n_boot: int = 1000) -> list[str]:
         lines.append(f"{f.claim}: {f.verdict}{eff}")
     if run.decompose_json.exists():
         dec = run.load_decomposition()
-        cos = [d["cosine"][len(d["cosine"]) // 2] for d in dec["per_value"].values() if d["cosine"]]
+        mid = {v: len(d["cosine"]) // 2 for v, d in dec["per_value"].items() if d["cosine"]}
+        cos = {v: dec["per_value"][v]["cosine"][m] for v, m in mid.items()}
         if cos:
-            lines.append(f"cos(v_int, v_prompt) at the middle block: {min(cos):+.2f} … {max(cos):+.2f} over "
-                         f"{len(cos)} values")
+            null = read_null(run.load_vectors().metadata) if run.vectors.exists() else None
+            lines.append(cosine_line(cos, null, next(iter(mid.values()))))
     if run.report_html.exists():
         lines.append(f"report: {run.report_html.resolve()}")
     return lines

@@ -18,6 +18,7 @@ import markdown as md
 from valuemech.evals import registry
 from valuemech.io import atomic_write_text
 from valuemech.labels import judge_validity
+from valuemech.label_null import cosine_line, read_null
 from valuemech.report import figures, tables
 from valuemech.report.browser import PAGE_ERROR_HOOK_JS, PAGE_PROBE_JS
 from valuemech.report.findings import findings
@@ -103,14 +104,22 @@ def _summary(run: RunDir, cfg: dict | None) -> str:
                 f"library {html.escape(meta.get('library', '?'))}</p>")
         dec = run.peek(run.decompose_json)
         mid = int(meta.get("n_layers", 2)) // 2
+        null = read_null(meta)
+        per_null = null["per_value"] if null and null.get("layer") == mid else {}
         lines = ["| value | intrinsic (expressing / not) | prompted (expressing / not) | cos(v_int, v_prompt) @ block "
-                 f"{mid} |", "|---|---|---|---|"]
+                 f"{mid} | random labels, 95% |", "|---|---|---|---|---|"]
+        cos_by_value = {}
         for v in counts.get("intrinsic", {}):
             ci, cp = counts["intrinsic"].get(v, {}), counts.get("prompted", {}).get(v, {})
             cos = dec["per_value"][v]["cosine"][mid] if dec and v in dec.get("per_value", {}) else None
+            if cos is not None:
+                cos_by_value[v] = cos
+            band = f"{per_null[v][0]:+.3f} … {per_null[v][1]:+.3f}" if v in per_null else "-"
             lines.append(f"| {v} | {ci.get('expressed', '-')} / {ci.get('not', '-')} | {cp.get('expressed', '-')} / "
-                         f"{cp.get('not', '-')} | {'-' if cos is None else f'{cos:+.3f}'} |")
+                         f"{cp.get('not', '-')} | {'-' if cos is None else f'{cos:+.3f}'} | {band} |")
         out += _md("\n".join(lines))
+        if cos_by_value:
+            out += f"<p class='small'>{html.escape(cosine_line(cos_by_value, null, mid))}</p>"
     stages = run.load_stages()
     if stages:
         out += "<p class='small'>stage wall time: " + ", ".join(
