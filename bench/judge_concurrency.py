@@ -29,16 +29,22 @@ def main() -> None:
     rs = builtin_portrait()[: args.texts]
     print(f"# llm judge against {args.url}; {machine()}; {load_avg()}")
     for mode in ("false", "auto"):
+        scores = {}
         for c in (1, 8):
             with tempfile.TemporaryDirectory() as d:
                 j = LLMJudge(base_url=args.url, model=args.model, api_key_env=None, concurrency=c,
                              logprobs=mode, cache=f"{d}/cache.sqlite")
                 _ = j.name  # the logprobs probe, before timing
                 t0 = time.perf_counter()
-                j.score([r.text for r in rs], VALUES, queries=[r.query for r in rs])
+                res = j.score([r.text for r in rs], VALUES, queries=[r.query for r in rs])
                 dt = time.perf_counter() - t0
+                scores[c] = [row[v] for row in res.scores for v in VALUES]
             n = len(rs) * len(VALUES)
             print(f"logprobs={mode} concurrency={c}: {n} questions in {dt:.1f} s = {n / dt:.2f} q/s")
+        diff = max(abs(a - b) for a, b in zip(scores[1], scores[8]))
+        same = sum(a == b for a, b in zip(scores[1], scores[8]))
+        print(f"logprobs={mode}: scores at concurrency 8 vs 1: {same}/{len(scores[1])} identical, max |difference| "
+              f"{diff:.2e} (batches compute with other shapes, and unsteered rows share their common head)")
 
 
 if __name__ == "__main__":
