@@ -4,7 +4,7 @@ The Python API (imported lazily, so ``import valuemech`` stays cheap)::
 
     import valuemech as vm
     lm = vm.load_model("smollm2-135m")            # or "tiny-llama", an HF id, a local dir
-    cfg = vm.make_config("quick")                  # presets: smoke, quick, standard, paper
+    cfg = vm.make_config("quick")                  # presets: smoke, quick, paper
     run = vm.run_pipeline(cfg, "runs/mine", lm=lm) # generate -> label -> extract -> decompose
     vv, comps = run.load_vectors(), run.load_components()
     with vm.hooks.add_vectors(lm, {15: comps.get("shared", "benevolence")[15]}, alpha=8.0):

@@ -197,7 +197,7 @@ QuietOpt = typer.Option(False, "--quiet", help="No progress bars.")
 @app.command()
 @friendly
 def run(
-    preset: str = typer.Option("quick", help="smoke | quick | standard | paper."),
+    preset: str = typer.Option("quick", help="smoke | quick | paper."),
     model: Optional[str] = ModelOpt,
     out: Optional[Path] = typer.Option(None, help="Run directory (default runs/<preset>-<model>)."),
     config: Optional[Path] = typer.Option(None, help="A YAML config (overrides the preset)."),

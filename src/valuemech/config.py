@@ -1,4 +1,4 @@
-"""Typed run configuration, presets (smoke, quick, standard, paper) and YAML round-trip."""
+"""Typed run configuration, presets (smoke, quick, paper) and YAML round-trip."""
 
 from __future__ import annotations
 
@@ -268,7 +268,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                                  "alpha": 0.2, "alphas": [0.1, 0.2], "max_new_tokens": 64},
                      "per_eval": {"sweep": {"n_items": 16, "components": ["intrinsic", "prompted"],
                                             "alphas": [0.1, 0.2]},
-                                  "pvq": {"langs": ["en"], "components": ["intrinsic", "prompted"]},
+                                  "pvq": {"langs": ["en"], "components": ["intrinsic", "prompted"], "beta": 0.0},
                                   "value_portrait": {"limit": 8, "values": ["self_direction", "hedonism", "power",
                                                                             "security", "benevolence"],
                                                      "components": ["intrinsic", "prompted", "intrinsic_orth",
@@ -280,23 +280,6 @@ PRESETS: dict[str, dict[str, Any]] = {
                                   "instruct": {"limit": 30},
                                   "jailbreak": {"limit": 16, "temperature": 0.0, "max_new_tokens": 40, "alphas": [0.2],
                                                 "values": ["power", "benevolence"]}}},
-    },
-    # The largest embedded chat model on a CPU: Qwen2.5-Coder-1.5B-Instruct, every value prompted for every query,
-    # the embedding judge (docs/judges.md: the best offline judge on the Value Portrait dev half, and costs seconds).
-    # Sizes and their cost on a 2-core CPU: docs/results-qwen1.5b.md.
-    "standard": {
-        "model": {"name": "qwen2.5-coder-1.5b", "dtype": "auto", "threads": 2},
-        "data": {"n_queries": 40},
-        "generation": {"intrinsic_samples": 5, "prompted_samples": 1, "prompted_mode": "all", "max_new_tokens": 64,
-                       "batch_size": 16},
-        "judge": {"name": "embedding"},
-        "extract": {"batch_size": 8, "min_group": 20},
-        "evaluate": {"evals": ["sweep", "pvq", "freeform", "diversity", "instruct", "jailbreak", "circumplex"],
-                     "options": {"components": ["intrinsic", "prompted", "intrinsic_orth", "prompted_orth"],
-                                 "alpha": 0.2, "alphas": [0.1, 0.2], "max_new_tokens": 64},
-                     "per_eval": {"sweep": {"n_items": 40, "components": ["intrinsic", "prompted"]},
-                                  "pvq": {"langs": ["en", "zh", "es"], "components": ["intrinsic", "prompted"]},
-                                  "jailbreak": {"temperature": 0.0, "max_new_tokens": 48, "alphas": [0.2]}}},
     },
     # The paper's scale (GPU): every query, every value prompted.
     "paper": {
