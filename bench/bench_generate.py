@@ -22,6 +22,7 @@ Usage (the commands of docs/benchmarks.md):
   python bench/bench_generate.py --stage --jobs 32 --repeats 3
   python bench/bench_generate.py --stage --jobs 96 --repeats 2 --threads 2   (the quick preset's threads)
   python bench/bench_generate.py --profile FILE --jobs 32
+  python bench/bench_generate.py --ops --jobs 128 --threads 2   (decode batch sizes; torch.profiler operators)
 Needs the bench extra (``make bench-env``).
 """
 
@@ -205,6 +206,28 @@ def profile(lm: LoadedModel, args) -> None:
     print(text)
 
 
+def ops(lm: LoadedModel, args) -> None:
+    """torch.profiler's operator table for one batch of the quick plan (``--jobs`` prompts, shortest first,
+    the quick preset's sampling), after tokens/s of the same prompts at batch sizes 32, 64 and 128."""
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+
+    cfg, jobs = quick_jobs(args.jobs)
+    prompts = sorted((lm.prompt_ids(j.query, j.system_prompt) for j in jobs), key=len)
+    print(f"\ndecode batch size: {len(prompts)} prompts of the quick plan, shortest first, sampled as the quick preset")
+    for bs in (32, 64, 128):
+        best = float("inf")
+        for rep in range(args.repeats):
+            t0, n = time.perf_counter(), 0
+            for i in range(0, len(prompts), bs):
+                n += sum(len(ids) for ids, _ in sample_batch(lm, prompts[i:i + bs], cfg.generation, rep))
+            best = min(best, time.perf_counter() - t0)
+        print(f"  batch {bs}: {n} tokens, best of {args.repeats} {n / best:.1f} tok/s ({load_avg()})", flush=True)
+    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        sample_batch(lm, prompts[:32], cfg.generation, 0)
+    print("\noperators of one batch of 32 (torch.profiler, self CPU time):")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="smollm2-135m")
@@ -215,6 +238,7 @@ def main() -> None:
     ap.add_argument("--steer", action="store_true")
     ap.add_argument("--stage", action="store_true")
     ap.add_argument("--profile", default=None)
+    ap.add_argument("--ops", action="store_true", help="decode batch sizes, then torch.profiler's operator table")
     ap.add_argument("--tree-lines", type=int, default=60)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--batch-size", type=int, default=None, help="--stage: instead of the quick preset's")
@@ -228,6 +252,8 @@ def main() -> None:
         steering(lm, args)
     if args.stage:
         stage(lm, args)
+    if args.ops:
+        ops(lm, args)
     print(f"peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 
 
