@@ -139,6 +139,38 @@ def test_neuron_rows_and_logprobs_share_a_batch_and_equal_alone(server, app, lm6
     assert batched[3]["choices"][0]["logprobs"] != batched[2]["choices"][0]["logprobs"]  # steered distribution
 
 
+def test_neuron_steering_honours_positions_and_refuses_vector_keys(server, lm64, smoke_dir):
+    """A neuron request with positions other than all runs alone under scale_neurons at those positions
+    (it was silently steered at every position); operator, layer, alpha or relative beside neurons is a 400."""
+    import json
+
+    import httpx
+
+    from valuemech.config import GenerationConfig
+    from valuemech.generate import sample_batch
+    from valuemech.serve import Message, _prompt_ids
+    from valuemech.steering import scale_neuron_class
+
+    neurons = json.loads((smoke_dir / "neurons.json").read_text())
+    value, cls = next((v, n["class"]) for v, d in neurons["per_value"].items() for n in d["neurons"]
+                      if n["class"] in ("shared", "intrinsic", "prompted"))
+    prompt = _prompt_ids(lm64, [Message(role="user", content="Should I move abroad?")])
+    cfg = GenerationConfig(max_new_tokens=8, temperature=0.0, top_p=1.0, batch_size=1)
+    seen = set()
+    for positions in ("all", "prompt", "generated"):
+        got = reply(post(server.url, body("Should I move abroad?", 8,
+                                          steering={"neurons": f"{cls}.{value}", "beta": 40.0, "positions": positions})))
+        with scale_neuron_class(lm64, neurons, value, cls, 40.0, positions=positions):
+            ids, _ = sample_batch(lm64, [prompt], cfg, 0)[0]
+        assert got[0][0] == lm64.tokenizer.decode(ids, skip_special_tokens=True)
+        seen.add(got[0][0])
+    assert len(seen) > 1  # the positions change the reply, so ignoring them would show
+    for extra in ({"operator": "ablate"}, {"layer": 1}, {"alpha": 2.0}, {"relative": True}):
+        r = httpx.post(f"{server.url}/v1/chat/completions", timeout=60, json=body(
+            "Hi", 4, steering={"neurons": f"{cls}.{value}", "beta": 2.0, **extra}))
+        assert r.status_code == 400 and "not operator, layer, alpha or relative" in r.text
+
+
 def test_unsteered_requests_with_one_system_prompt_share_its_head(server, app, monkeypatch):
     """The ten questions of an llm judge about one text share their head: the batch runs it once and
     every reply (and its logprobs) equals the request alone."""

@@ -23,8 +23,8 @@ Concurrent requests are batched (``Batcher``): one worker thread owns the model 
 requests that arrived together (up to ``max_batch`` rows; ``n`` choices are ``n`` rows) in one
 left-padded batch, each row with its own token budget, stop strings, sampling, seed, log-probabilities
 (``generate.sample_rows``; when every row is unsteered, the head their prompts share is run once, as
-for the ten questions an ``llm`` judge asks about one text) and its own steering: a vector (``hooks.add_per_row``) or a neuron class
-with β (``hooks.scale_per_row``). Steering a row cannot carry (``ablate`` / ``ablate_add``,
+for the ten questions an ``llm`` judge asks about one text) and its own steering: a vector
+(``hooks.add_per_row``) or a neuron class with β (``hooks.scale_per_row``). Steering a row cannot carry (``ablate`` / ``ablate_add``,
 ``positions`` other than ``all``), ``guided_choice`` and token streaming run as a batch of their own,
 under the request's hooks; so steering never leaks between requests.
 Binds to 127.0.0.1 by default.
@@ -115,6 +115,10 @@ class Steering(BaseModel):
             raise ValueError("a list of steering vectors needs 1 to 32 names")
         if self.neurons is not None and self.beta is None:
             raise ValueError("steering with 'neurons' needs 'beta'")
+        if self.neurons is not None and (self.operator != "add" or self.layer is not None or self.alpha is not None
+                                         or self.relative):
+            raise ValueError("steering with 'neurons' takes 'beta' (and 'positions'), not operator, layer, alpha "
+                             "or relative")
         return self
 
 
@@ -214,7 +218,7 @@ class VectorStore:
         if s.neurons is None:
             directions, added = self.resolve(s, lm)
             return hooks.apply_operator(lm, s.operator, directions, added, positions=s.positions)
-        return scale_neuron_class(lm, self.neurons, *self.neuron_set(s), s.beta)
+        return scale_neuron_class(lm, self.neurons, *self.neuron_set(s), s.beta, positions=s.positions)
 
     def neuron_set(self, s: Steering) -> tuple[str, str]:
         """``(value, class)`` of a neuron steering request, checked against the run's neurons.json."""

@@ -183,8 +183,10 @@ def neuron_class(neurons_json: dict, value: str, cls: str) -> dict[int, list[int
 
 
 @contextmanager
-def scale_neuron_class(lm: LoadedModel, neurons_json: dict, value: str, cls: str, beta: float) -> Iterator[int]:
-    """Multiply the activations of one class of a value's neurons (from ``neurons.json``) by ``beta``."""
+def scale_neuron_class(lm: LoadedModel, neurons_json: dict, value: str, cls: str, beta: float,
+                       positions: hooks.Positions = "all") -> Iterator[int]:
+    """Multiply the activations of one class of a value's neurons (from ``neurons.json``) by ``beta``
+    (at ``positions``, as ``hooks.scale_neurons``)."""
     chosen = neuron_class(neurons_json, value, cls)
-    with hooks.scale_neurons(lm, chosen, beta):
+    with hooks.scale_neurons(lm, chosen, beta, positions):
         yield sum(len(v) for v in chosen.values())
